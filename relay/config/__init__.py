@@ -1,0 +1,1 @@
+"""Configuration: `types` (value types and bases), `env` (interpolation), `model` (the file)."""

@@ -1,0 +1,200 @@
+"""The one YAML file -> a validated, frozen `RelayConfig`, or every error with its YAML path."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from relay.config.env import interpolate, path_str
+from relay.config.types import Duration, RetryConfig, SinkConfig, SourceConfig, Strict
+from relay.providers import PROVIDERS
+from relay.sinks import SINKS
+
+DEFAULT_PATH = "config/relay.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ServerConfig(Strict):
+    max_body_bytes: int = Field(default=262_144, ge=1024, le=64 * 1024 * 1024)
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    redis_timeout: Duration = 2.0  # slower than this and ingress answers 503
+
+
+class AdminConfig(Strict):
+    token: str = ""
+
+
+class DedupeConfig(Strict):
+    window: Duration = 72 * 3600.0
+
+
+class WorkerConfig(Strict):
+    concurrency: int = Field(default=200, ge=1, le=5000)
+    poll_delay: Duration = 0.05
+    job_timeout: Duration = 25.0  # a SIGKILLed worker's jobs run again job_timeout + 10 s later
+
+
+class DlqConfig(Strict):
+    max_entries: int = Field(default=100_000, ge=100)
+
+
+def _sources_union() -> Any:
+    configs = tuple(cls.Config for cls in PROVIDERS.values())
+    return Annotated[Union[configs], Field(discriminator="provider")]  # noqa: UP007
+
+
+def _sinks_union() -> Any:
+    configs = tuple(cls.Config for cls in SINKS.values())
+    return Annotated[Union[configs], Field(discriminator="type")]  # noqa: UP007
+
+
+class RelayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redis_url: str = ""
+    key_prefix: str = "relay"
+    server: ServerConfig = ServerConfig()
+    admin: AdminConfig = AdminConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    worker: WorkerConfig = WorkerConfig()
+    dlq: DlqConfig = DlqConfig()
+    retry: RetryConfig = RetryConfig()
+    sources: dict[str, _sources_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
+    sinks: dict[str, _sinks_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+    @field_validator("sources", "sinks")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("not a Redis URL (redis://, rediss:// or unix://)")
+        return value
+
+    def retry_for(self, sink: SinkConfig) -> RetryConfig:
+        return sink.retry or self.retry
+
+
+@dataclass
+class LoadedConfig:
+    config: RelayConfig
+    path: str
+    secrets: set[str] = field(default_factory=set)  # values the logger must never print
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis_url or os.environ.get("REDIS_URL", "")
+
+
+class ConfigError(Exception):
+    def __init__(self, path: str, errors: list[tuple[str, str]]):
+        self.path = path
+        self.errors = errors
+        super().__init__("\n".join(f"{p}: {m}" for p, m in errors))
+
+
+def _loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # A discriminated union adds the tag to the path (sources.x.ivpay.api_key): drop it.
+    if len(loc) >= 3 and loc[0] in ("sources", "sinks") and loc[2] in (*PROVIDERS, *SINKS):
+        loc = (*loc[:2], *loc[3:])
+    return loc
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, msg = error["type"], str(error["msg"])
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        allowed = error.get("ctx", {}).get("expected_tags")
+        return f"unknown kind {tag!r} (expected one of {allowed})"
+    if kind == "union_tag_not_found":
+        return f"missing `{error.get('ctx', {}).get('discriminator', '').strip(chr(39))}` key"
+    return msg.removeprefix("Value error, ")
+
+
+def validate(raw: Any, path: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [("(top level)", "the file must hold a YAML mapping")])
+    tree, errors, from_env = interpolate(raw, env)
+    config: RelayConfig | None = None
+    try:
+        config = RelayConfig.model_validate(tree)
+    except ValidationError as exc:
+        for error in exc.errors():
+            errors.append((path_str(_loc(tuple(error["loc"]))), _message(error)))
+    if errors or config is None:
+        raise ConfigError(path, errors)
+    return LoadedConfig(config=config, path=path, secrets=_secret_values(config) | from_env)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
+    resolved = str(path or os.environ.get("RELAY_CONFIG") or DEFAULT_PATH)
+    try:
+        text = Path(resolved).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(resolved, [("(file)", f"no such file: {resolved}")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(resolved, [("(file)", f"cannot read: {exc}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError(resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    return validate(raw, resolved)
+
+
+_SECRET_KEYS = re.compile(r"(secret|token|key|password|url)$")
+
+
+def _secret_values(config: RelayConfig) -> set[str]:
+    """Every configured value that could be a credential; webhook URLs carry tokens too."""
+    found: set[str] = set()
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name), name)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, str(k))
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v, key)
+        elif isinstance(node, str) and len(node) >= 6 and _SECRET_KEYS.search(key):
+            found.add(node)
+
+    for section in (config.sources, config.sinks, config.admin):
+        walk(section, "")
+    if config.redis_url:
+        found.add(config.redis_url)
+    return found
+
+
+__all__ = [
+    "ConfigError",
+    "LoadedConfig",
+    "RelayConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "load_config",
+    "validate",
+]

@@ -1,0 +1,120 @@
+"""Value types shared by every config model: durations, secrets, the source and sink bases."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """`500ms`, `5s`, `10m`, `2h`, `3d` (or a bare number of seconds) -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 5s, 10m, 2h, 3d)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
+
+
+def _secret_list(value: Any) -> Any:
+    # One secret or a list of them: a list lets a merchant rotate without downtime.
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        value = [v for v in value if not (isinstance(v, str) and v == "")]
+        if not value:
+            raise ValueError("a secret is required (it is empty: is its environment variable set?)")
+    return value
+
+
+Secrets = Annotated[list[str], BeforeValidator(_secret_list)]
+"""One or more secrets; any of them verifies (rotation)."""
+
+
+def _network(value: Any) -> Any:
+    try:
+        return ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {value!r}") from None
+
+
+IPNetwork = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, BeforeValidator(_network)]
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, values are checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Strict):
+    """Keys every source accepts, whatever its provider."""
+
+    provider: str
+    allowed_ips: list[IPNetwork] = Field(default_factory=list)
+
+
+class RetryConfig(Strict):
+    schedule: list[Duration] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+    )
+    jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class RateLimit(Strict):
+    """`5/2s`: at most `count` sends per `per` seconds, across every worker process."""
+
+    count: int = Field(ge=1)
+    per: float = Field(gt=0)
+
+
+def _rate_limit(value: Any) -> Any:
+    if isinstance(value, str):
+        count, sep, per = value.partition("/")
+        if not sep or not count.strip().isdigit():
+            raise ValueError(f"not a rate limit: {value!r} (use e.g. 5/2s or 30/1m)")
+        per = per.strip()
+        if per and per[0].isalpha():
+            per = "1" + per  # "30/m" reads as 30 per 1m
+        return {"count": int(count), "per": parse_duration(per)}
+    return value
+
+
+RateLimitValue = Annotated[RateLimit, BeforeValidator(_rate_limit)]
+
+
+class SinkConfig(Strict):
+    """Keys every sink accepts, whatever its type."""
+
+    type: str
+    events: list[str] = Field(default_factory=lambda: ["payment.*"])
+    sources: list[str] | None = None
+    retry: RetryConfig | None = None
+    rate_limit: RateLimitValue | None = None
+    timeout: Duration = 10.0

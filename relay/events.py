@@ -1,0 +1,224 @@
+"""The canonical payment event (SPEC 4): its types, deterministic ids, exact decimals, JSON."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from functools import cached_property
+from typing import Any
+
+import orjson
+
+EVENT_TYPES = (
+    "payment.created",
+    "payment.pending",
+    "payment.paid",
+    "payment.completed",
+    "payment.expired",
+    "payment.cancelled",
+    "payment.failed",
+    "payment.review",
+    "payment.other",
+)
+
+
+def event_id(source: str, dedupe_key: str) -> str:
+    """`evt_` + lowercase base32 of a hash of (source, dedupe key): a re-delivery keeps its id."""
+    digest = hashlib.sha256(f"{source}\x00{dedupe_key}".encode()).digest()
+    return "evt_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
+
+
+def exact_decimal(value: Any) -> str | None:
+    """The decimal digits a provider sent, as a string; never through a binary float.
+
+    Payloads are parsed with `loads()` below, so JSON numbers arrive as `Decimal` holding the
+    sent digits. A float reaching here means someone parsed with a lossy parser: refuse it.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        raise TypeError("amount parsed as a binary float: parse payloads with relay.events.loads")
+    if isinstance(value, Decimal):
+        return _plain(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            Decimal(text)
+        except InvalidOperation:
+            return None
+        return text
+    return None
+
+
+def _plain(value: Decimal) -> str:
+    # Decimal('1E+2') must read 100, but keep the digits as sent otherwise ("0.10" stays "0.10").
+    text = str(value)
+    return format(value, "f") if "E" in text or "e" in text else text
+
+
+def rfc3339(moment: datetime | float | int | str | None) -> str | None:
+    """RFC 3339 UTC with `Z` (milliseconds only when there are any)."""
+    if moment is None or moment == "":
+        return None
+    if isinstance(moment, (int, float, Decimal)) and not isinstance(moment, bool):
+        seconds = float(moment)
+        if seconds > 1e11:  # milliseconds
+            seconds /= 1000.0
+        moment = datetime.fromtimestamp(seconds, UTC)
+    elif isinstance(moment, str):
+        text = moment.strip()
+        if text.isdigit():
+            return rfc3339(int(text))
+        try:
+            moment = _parse_iso(text)
+        except ValueError:
+            return None
+    if not isinstance(moment, datetime):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # providers that omit the zone mean UTC
+    moment = moment.astimezone(UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str) -> datetime:
+    text = text.replace(" ", "T", 1) if "T" not in text and " " in text else text
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # .NET sends 7 fractional digits; Python takes at most 6.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{zone}"
+    return datetime.fromisoformat(text)
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return orjson.Fragment(_plain(obj).encode())  # exact digits, still a JSON number
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Parse strict JSON keeping every number's exact digits (floats become Decimal)."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: str | None = None
+    reference: str | None = None
+    status: str = "other"
+    amount: str | None = None
+    currency: str | None = None
+    fiat_amount: str | None = None
+    fiat_currency: str | None = None
+    network: str | None = None
+    tx_hash: str | None = None
+    tx_url: str | None = None
+    confirmations: int | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentEvent:
+    id: str
+    type: str
+    source: str
+    provider: str
+    provider_event: str | None
+    occurred_at: str | None
+    received_at: str
+    payment: Payment
+    data: Any = field(default=None)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        source: str,
+        provider: str,
+        dedupe_key: str,
+        type: str,
+        provider_event: str | None,
+        received_at: float,
+        occurred_at: Any = None,
+        payment: dict[str, Any] | None = None,
+        data: Any = None,
+    ) -> PaymentEvent:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+        fields = dict(payment or {})
+        for money in ("amount", "fiat_amount"):
+            fields[money] = exact_decimal(fields.get(money))
+        for text in ("id", "reference", "currency", "fiat_currency", "network", "tx_hash"):
+            if fields.get(text) is not None:
+                fields[text] = str(fields[text])
+        if fields.get("confirmations") is not None:
+            try:
+                fields["confirmations"] = int(fields["confirmations"])
+            except (TypeError, ValueError):
+                fields["confirmations"] = None
+        return cls(
+            id=event_id(source, dedupe_key),
+            type=type,
+            source=source,
+            provider=provider,
+            provider_event=None if provider_event is None else str(provider_event),
+            occurred_at=rfc3339(occurred_at),
+            received_at=rfc3339(received_at) or "",
+            payment=Payment(status=type.removeprefix("payment."), **fields),
+            data=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> bytes:
+        return dumps(self.to_dict())
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as the worker carries it between jobs: its exact JSON bytes."""
+
+    json: bytes
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        return loads(self.json)
+
+    @property
+    def id(self) -> str:
+        return self.body["id"]
+
+    @property
+    def type(self) -> str:
+        return self.body["type"]
+
+    @property
+    def source(self) -> str:
+        return self.body["source"]
+
+    @property
+    def received_at(self) -> str:
+        return self.body["received_at"]

@@ -1,0 +1,1 @@
+"""The web process: receive, check on the raw bytes, store, answer."""

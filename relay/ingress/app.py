@@ -1,0 +1,124 @@
+"""The ingress aiohttp app: the routes and the answers table of SPEC 3."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from relay.config.model import LoadedConfig
+from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
+from relay.keys import Keys
+from relay.logs import get_logger
+from relay.providers import PROVIDERS, InboundRequest, Provider, Rejected
+from relay.queue import InboundStore
+from relay.redis import connect
+
+log = get_logger("relay.ingress")
+
+CONFIG = web.AppKey("config", LoadedConfig)
+REDIS = web.AppKey("redis", object)
+STORE = web.AppKey("store", InboundStore)
+REJECTIONS = web.AppKey("rejections", RejectionLog)
+SOURCES = web.AppKey("sources", dict)
+
+RETRY_AFTER_S = "5"
+
+
+def _error(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+async def receive_webhook(request: web.Request) -> web.Response:
+    app = request.app
+    loaded = app[CONFIG]
+    server = loaded.config.server
+    source = request.match_info["source"]
+    provider: Provider | None = app[SOURCES].get(source)
+    address = client_ip(request, server.trusted_proxy_hops)
+    rejections = app[REJECTIONS]
+
+    if provider is None:
+        await rejections.record(source, False, 404, "unknown_source", "no such source", address)
+        return _error(404, "unknown_source")
+    try:
+        body = await read_body(request, server.max_body_bytes)
+    except TooLarge:
+        reason = f"body over {server.max_body_bytes} bytes"
+        await rejections.record(source, True, 413, "too_large", reason, address)
+        return _error(413, "too_large")
+    if not ip_allowed(address, provider.config.allowed_ips):
+        await rejections.record(source, True, 403, "ip_not_allowed", f"{address} not allowed", address)
+        return _error(403, "ip_not_allowed")
+
+    inbound = InboundRequest(
+        source=source,
+        body=body,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        client_ip=address,
+        received_at=time.time(),
+        token=request.match_info.get("token"),
+    )
+    try:
+        provider.verify(inbound)
+    except Rejected as rejected:
+        await rejections.record(source, True, rejected.status, rejected.error, rejected.reason, address)
+        return _error(rejected.status, rejected.error)
+
+    try:
+        async with asyncio.timeout(server.redis_timeout):
+            stored = await app[STORE].store(inbound, provider.keep_headers)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.error("redis unavailable: webhook not stored", source=source, error=type(exc).__name__)
+        return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
+    answer: dict[str, object] = {"ok": True, "id": stored.id}
+    if stored.duplicate:
+        answer["duplicate"] = True
+    return web.json_response(answer)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(2):
+            await request.app[REDIS].ping()  # type: ignore[attr-defined]
+    except (RedisError, OSError, TimeoutError):
+        return _error(503, "redis_unavailable")
+    return web.json_response({"ok": True})
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    loaded = app[CONFIG]
+    # No client-side retries here: a webhook waiting on Redis should get its 503 in time.
+    redis = connect(loaded.redis_url, timeout=loaded.config.server.redis_timeout, retry=False)
+    keys = Keys(loaded.config.key_prefix)
+    app[REDIS] = redis
+    app[STORE] = InboundStore(redis, keys, loaded.config.dedupe.window)
+    app[REJECTIONS] = RejectionLog(redis, keys)
+    yield
+    await redis.aclose()
+
+
+def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
+    return {
+        name: PROVIDERS[source.provider](name, source)
+        for name, source in loaded.config.sources.items()
+    }
+
+
+def create_app(loaded: LoadedConfig) -> web.Application:
+    app = web.Application(client_max_size=loaded.config.server.max_body_bytes)
+    app[CONFIG] = loaded
+    app[SOURCES] = build_sources(loaded)
+    app.cleanup_ctx.append(_redis_ctx)
+    app.router.add_post("/hooks/{source}", receive_webhook)
+    app.router.add_post("/hooks/{source}/{token}", receive_webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,77 @@
+"""Every Redis key the relay writes, with its lifetime and why. arq's own keys are `arq:*`.
+
+Every key that can grow has a TTL or a cap (SPEC 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REJECTIONS_CAP = 200  # recent rejections kept for `relay status` (a list, trimmed on write)
+WORKER_TTL_S = 30  # a worker's heartbeat outlives two beats; gone means the worker is gone
+HEARTBEAT_S = 10
+INBOUND_JOB_TTL_S = 7 * 86400  # an unprocessed raw request outlives a week-long worker outage
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "relay"
+
+    @property
+    def queue(self) -> str:
+        """arq's sorted set of job ids (score = ms when runnable); running jobs stay in it."""
+        return f"{self.prefix}:queue"
+
+    def inbound_seen(self, inbound_id: str) -> str:
+        """Marks a stored raw request, so a byte-identical retry is not queued twice (TTL: dedupe window)."""
+        return f"{self.prefix}:in:{inbound_id}"
+
+    def event_claim(self, event_id: str) -> str:
+        """The inbound id that first carried this event; a later carrier is a duplicate (TTL: window)."""
+        return f"{self.prefix}:evt:{event_id}"
+
+    def deliveries(self, event_id: str) -> str:
+        """Hash sink -> state for one event, so a re-run never re-sends a delivered sink (TTL)."""
+        return f"{self.prefix}:dlv:{event_id}"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters (inbound per source/outcome, deliveries per sink/outcome). Bounded by config."""
+        return f"{self.prefix}:stats"
+
+    def sink_health(self, sink: str) -> str:
+        """Hash: last status, last error and when, and whether the endpoint is gone (404/410)."""
+        return f"{self.prefix}:sink:{sink}"
+
+    def latency(self, sink: str) -> str:
+        """Hash: receipt-to-delivery histogram buckets, sum and count for one sink."""
+        return f"{self.prefix}:lat:{sink}"
+
+    @property
+    def rejections(self) -> str:
+        """List of recent rejections (newest first), capped at REJECTIONS_CAP."""
+        return f"{self.prefix}:rejections"
+
+    @property
+    def dlq(self) -> str:
+        """Hash dead-letter id -> entry JSON. Capped by `dlq.max_entries` (oldest dropped, logged)."""
+        return f"{self.prefix}:dlq"
+
+    @property
+    def dlq_index(self) -> str:
+        """Sorted set dead-letter id -> time it failed, for listing in order and trimming."""
+        return f"{self.prefix}:dlq:index"
+
+    def worker(self, worker_id: str) -> str:
+        """One worker process's heartbeat (jobs running, started at); TTL WORKER_TTL_S."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    def rate(self, sink: str) -> str:
+        """Sorted set of recent send times for a rate-limited sink; trimmed to its window."""
+        return f"{self.prefix}:rate:{sink}"

@@ -1,0 +1,89 @@
+"""structlog setup: one JSON object per line on stdout, with secrets redacted.
+
+Redaction is defence in depth: code never logs headers or secrets on purpose, and this last
+processor also replaces any configured secret (and anything after `whsec_`) wherever it appears.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import structlog
+
+_SIGNATURE_LIKE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
+_REDACTED = "[redacted]"
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self.secrets:
+                if secret in value:
+                    value = value.replace(secret, _REDACTED)
+            return _SIGNATURE_LIKE.sub(_REDACTED, value)
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+        return {key: self.scrub(value) for key, value in event_dict.items()}
+
+
+REDACTOR = Redactor()
+
+
+def _dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure(secrets: Iterable[str] = (), level: str = "INFO", process: str | None = None) -> None:
+    """JSON lines on stdout for structlog and for the stdlib loggers (arq, aiohttp)."""
+    REDACTOR.update(secrets)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if process:
+        structlog.contextvars.bind_contextvars(process=process)
+    renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, REDACTOR, renderer],
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                REDACTOR,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per webhook is noise
+
+
+def get_logger(name: str | None = None) -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,208 @@
+"""What every provider module implements, and the helpers they share (HMAC, parsing, secrets).
+
+A provider module holds one class: its `Config` (the YAML keys of a source of that kind), its
+`verify` (runs in the ingress on the raw bytes; raises `Rejected`), its `normalize` (runs in
+the worker on the stored request; returns canonical events) and its `sample` (a correctly
+signed example request, for `relay trigger` and the tests).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+import orjson
+
+from relay.config.types import SourceConfig
+from relay.events import PaymentEvent, loads
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A webhook as received: the raw body and what verification and normalization need."""
+
+    source: str
+    body: bytes
+    headers: Mapping[str, str]  # lower-case names
+    client_ip: str = ""
+    received_at: float = 0.0  # Unix seconds
+    token: str | None = None  # the /hooks/{source}/{token} path segment
+    method: str = "POST"
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+class Rejected(Exception):
+    """The ingress answers `status` with `{"error": error}`; `reason` is for the rejection log."""
+
+    def __init__(self, status: int, error: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
+def bad_signature(reason: str) -> Rejected:
+    return Rejected(401, "bad_signature", reason)
+
+
+def bad_token(reason: str) -> Rejected:
+    return Rejected(401, "bad_token", reason)
+
+
+def stale_timestamp(reason: str) -> Rejected:
+    return Rejected(401, "stale_timestamp", reason)
+
+
+def malformed(reason: str) -> Rejected:
+    return Rejected(400, "malformed", reason)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """A signed example webhook: what `relay trigger` POSTs."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # appended to the URL path for token-authenticated sources
+
+
+class Provider(ABC):
+    kind: ClassVar[str]
+    Config: ClassVar[type[SourceConfig]]
+    # Header names (lower case) stored with the job because normalize reads them.
+    keep_headers: ClassVar[tuple[str, ...]] = ()
+    # Canonical types `sample()` can produce, for `relay trigger` (e.g. "paid", "completed").
+    sample_events: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, config: SourceConfig):
+        self.name = name
+        self.config = config
+
+    @abstractmethod
+    def verify(self, request: InboundRequest) -> None:
+        """Raise `Rejected` unless the request is authentic and well formed."""
+
+    @abstractmethod
+    def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
+        """The canonical events this (already verified) request carries; [] for e.g. a ping."""
+
+    @abstractmethod
+    def sample(self, event: str, now: float) -> SampleRequest:
+        """A correctly signed example request for canonical event `event` (e.g. "paid")."""
+
+    def event(self, request: InboundRequest, **fields: Any) -> PaymentEvent:
+        """Build a canonical event for this source (fills source, provider and receipt time)."""
+        return PaymentEvent.build(
+            source=self.name, provider=self.kind, received_at=request.received_at, **fields
+        )
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+_DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+def hmac_digest(secret: bytes | str, message: bytes, algorithm: str = "sha256") -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, message, _DIGESTS[algorithm]).digest()
+
+
+def decode_signature(text: str, encoding: str) -> bytes | None:
+    """Hex (either case) or base64 -> bytes; None when it is not valid in that encoding."""
+    text = text.strip()
+    try:
+        if encoding == "hex":
+            return bytes.fromhex(text)
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def any_secret_matches(
+    secrets: Iterable[bytes | str],
+    message: bytes,
+    candidates: Iterable[bytes],
+    algorithm: str = "sha256",
+) -> bool:
+    """True when any secret's HMAC equals any candidate signature (constant-time compares)."""
+    wanted = [c for c in candidates if c]
+    found = False
+    for secret in secrets:
+        expected = hmac_digest(secret, message, algorithm)
+        for candidate in wanted:
+            # No early exit: every pair is compared so timing says nothing about which matched.
+            found |= hmac.compare_digest(expected, candidate)
+    return found
+
+
+def token_matches(secrets: Iterable[str], given: str | None) -> bool:
+    """Constant-time comparison of a static token (API key, URL token) against the secrets."""
+    if not given:
+        return False
+    given_bytes = given.encode("utf-8", "surrogateescape")
+    found = False
+    for secret in secrets:
+        found |= hmac.compare_digest(secret.encode(), given_bytes)
+    return found
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The payload as a dict with exact decimals, or `Rejected(400, malformed)`."""
+    if not body.strip():
+        raise malformed("empty body")
+    try:
+        parsed = loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise malformed("body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise malformed("JSON body is not an object")
+    return parsed
+
+
+def check_json_object(body: bytes) -> None:
+    """The ingress's cheap check: a JSON object, or `Rejected(400, malformed)`."""
+    if not body.strip():
+        raise malformed("empty body")
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parse_json_object(body)
+        return
+    if not isinstance(parsed, dict):
+        raise malformed("JSON body is not an object")
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """An `application/x-www-form-urlencoded` body -> dict, or `Rejected(400, malformed)`."""
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise malformed("body is not a valid form") from None
+    if not pairs:
+        raise malformed("empty form")
+    return dict(pairs)
+
+
+def dig(obj: Any, path: str) -> Any:
+    """`a.b.c` (or `a.0.c`) in nested dicts/lists; None when any step is missing."""
+    node = obj
+    for part in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        if node is None:
+            return None
+    return node

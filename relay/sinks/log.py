@@ -1,0 +1,39 @@
+"""`log`: writes each event to the relay's own JSON log. The default sink of `relay dev`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import aiohttp
+
+from relay.config.types import SinkConfig
+from relay.events import StoredEvent
+from relay.logs import get_logger
+from relay.sinks.base import Delivered, OutboundRequest, Outcome, Sink, classify_http
+
+log = get_logger("relay.sink.log")
+
+
+class LogSinkConfig(SinkConfig):
+    type: Literal["log"]
+    full: bool = False  # also log the provider's raw `data`
+
+
+class LogSink(Sink):
+    kind = "log"
+    Config = LogSinkConfig
+    config: LogSinkConfig
+
+    def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
+        return OutboundRequest(url="", body=event.json, headers={})
+
+    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+        return classify_http(status, headers, body)
+
+    async def deliver(
+        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
+    ) -> Outcome:
+        body = event.body
+        fields = {k: v for k, v in body.items() if k != "data" or self.config.full}
+        log.info("payment event", sink=self.name, event_id=event.id, attempt=attempt, event=fields)
+        return Delivered()
