@@ -34,6 +34,20 @@ return 1
 """
 
 
+def delivery_job_id(event_id: str, sink: str, attempt: int, tag: str | int) -> str:
+    """`dlv_<event id>_<sink>_<attempt>_<tag>`: deterministic, so a re-run step cannot queue twice."""
+    return f"dlv_{event_id}_{sink}_{attempt}_{tag}"
+
+
+def sink_of_job(job_id: str) -> str | None:
+    """The sink a `deliver` job id belongs to (event ids have a fixed length)."""
+    if not job_id.startswith("dlv_evt_"):
+        return None
+    rest = job_id[len("dlv_") + 30 + 1:]
+    parts = rest.rsplit("_", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
 def serialize(obj: Any) -> bytes:
     """arq's job serializer: msgpack keeps raw body bytes as bytes (JSON could not)."""
     return msgpack.packb(obj, use_bin_type=True)
@@ -114,3 +128,21 @@ class InboundStore:
             ],
         )
         return Stored(id=job_id, duplicate=not created)
+
+
+def add_job(
+    pipe: Any,
+    keys: Keys,
+    job_id: str,
+    function: str,
+    kwargs: dict[str, Any],
+    defer_s: float = 0.0,
+) -> None:
+    """Queue an arq job inside the caller's MULTI pipeline (so it lands with the state that
+    points at it). NX on both: re-running the same step never replaces a job in flight."""
+    now_ms = int(time.time() * 1000)
+    run_at_ms = now_ms + int(defer_s * 1000)
+    blob = serialize({"t": None, "f": function, "a": [], "k": kwargs, "et": now_ms})
+    # arq drops a job whose key expired before it ran: keep it a day past its run time.
+    pipe.set(job_key_prefix + job_id, blob, px=run_at_ms - now_ms + 86_400_000, nx=True)
+    pipe.zadd(keys.queue, {job_id: run_at_ms}, nx=True)

@@ -80,3 +80,52 @@ async def ingress(redis: Any, config_factory: Any) -> AsyncIterator[Any]:
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+
+@pytest_asyncio.fixture
+async def run_worker(redis: Any) -> AsyncIterator[Any]:
+    """`await run_worker(loaded)` starts a real arq worker in this process; stopped at teardown."""
+    import asyncio
+
+    from workers.settings import build_worker
+
+    running: list[tuple[Any, asyncio.Task[None]]] = []
+
+    async def start(loaded: LoadedConfig, **overrides: Any) -> Any:
+        options = {"handle_signals": False, "poll_delay": 0.01, **overrides}
+        worker = build_worker(loaded, **options)
+        task = asyncio.create_task(worker.async_run())
+        running.append((worker, task))
+        return worker
+
+    yield start
+    for worker, task in running:
+        task.cancel()
+        for job in list(worker.tasks.values()):
+            job.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+        try:
+            await worker.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll an async or sync predicate until truthy; fail the test after `timeout` seconds."""
+    import asyncio
+    import inspect
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

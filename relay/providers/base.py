@@ -12,16 +12,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import orjson
 
 from relay.config.types import SourceConfig
-from relay.events import PaymentEvent, loads
+from relay.events import PaymentEvent, loads, rfc3339
 
 
 @dataclass(frozen=True)
@@ -206,3 +208,71 @@ def dig(obj: Any, path: str) -> Any:
         if node is None:
             return None
     return node
+
+
+# --- helpers added for the provider modules ---------------------------------------------------
+
+
+def header_bytes(value: str) -> bytes:
+    """A header value as the bytes that were sent (signatures cover bytes, not text)."""
+    try:
+        # aiohttp decodes header bytes as UTF-8 with surrogateescape: this undoes it exactly.
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace")
+
+
+def same_text(expected: str, given: str | None) -> bool:
+    """Constant-time equality of a configured identifier (client id, merchant id, public key)."""
+    return token_matches([expected], given)
+
+
+def parse_instant(text: str) -> float | None:
+    """An ISO 8601 date-time (no zone means UTC) or Unix seconds -> Unix seconds; else None."""
+    text = text.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        return float(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def body_digest(body: bytes) -> str:
+    """A digest of the raw body: the dedupe key of last resort (only byte-identical repeats)."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
+def value_digest(value: Any) -> str:
+    """A digest of a parsed JSON value that ignores key order and whitespace."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def safe_time(value: Any) -> str | None:
+    """`rfc3339(value)`, or None for a value no calendar holds (bad input must not fail a job)."""
+    try:
+        return rfc3339(value)
+    except (ValueError, OverflowError, OSError, TypeError, ArithmeticError):
+        return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else {} (payload fields may have any shape)."""
+    return value if isinstance(value, dict) else {}
+
+
+def first(*values: Any) -> Any:
+    """The first value that is neither None nor "" (providers spell one field several ways)."""
+    for value in values:
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def scalar(value: Any) -> Any:
+    """`value` when it is a JSON scalar, else None (an id or a name is never an object or list)."""
+    return None if isinstance(value, (dict, list)) else value

@@ -11,9 +11,11 @@ import email.utils
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
+from pydantic import BeforeValidator
 
 from relay import __version__
 from relay.config.types import SinkConfig
@@ -132,3 +134,26 @@ def classify_http(status: int, headers: "aiohttp.typedefs.LooseHeaders", body: b
     if 300 <= status < 400:
         return Failed(f"HTTP {status}: redirects are not followed", status, text)
     return Failed(f"HTTP {status}", status, text, sink_gone=status in (404, 410))
+
+
+def is_http_url(value: str) -> bool:
+    """An absolute http(s) URL with a host, no whitespace or control characters."""
+    if not isinstance(value, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _http_url(value: Any) -> Any:
+    text = value.strip() if isinstance(value, str) else value
+    if not isinstance(text, str) or not is_http_url(text):
+        raise ValueError("not a valid URL")
+    return text
+
+
+HttpURL = Annotated[str, BeforeValidator(_http_url)]
+"""A config value holding an absolute http:// or https:// URL ("not a valid URL" otherwise)."""

@@ -1,0 +1,265 @@
+"""The worker's data path after the queue: normalize -> dedupe -> route -> deliver -> record.
+
+Crash safety rests on one rule: the state of each (event, sink) lives in Redis and names its
+owner. Missing: the inbound job owns it. `job:<id>`: that retry job owns it. `ok` / `dlq`:
+finished. A job re-run after a crash acts only on what it still owns, and every state change
+is written in the same MULTI as the job or dead letter it points at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from relay.config.model import RelayConfig
+from relay.config.types import RetryConfig
+from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
+from relay.events import PaymentEvent, StoredEvent
+from relay.keys import LATENCY_BUCKETS, Keys
+from relay.logs import get_logger
+from relay.providers import InboundRequest, Provider
+from relay.queue import DELIVER, add_job, delivery_job_id
+from relay.ratelimit import RateLimiter
+from relay.routing import route
+from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
+
+log = get_logger("relay.worker")
+
+MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as an attempt
+RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
+DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
+
+_CLAIM = """
+local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not ok and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return false
+end
+return redis.call('HGETALL', KEYS[2])
+"""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt of one event to one sink (the kwargs of a `deliver` job)."""
+
+    event: StoredEvent
+    sink: str
+    attempt: int
+    waits: int
+    received_at: float
+
+    def job_kwargs(self) -> dict[str, Any]:
+        return {"event": self.event.json, "sink": self.sink, "attempt": self.attempt,
+                "waits": self.waits, "received_at": self.received_at}
+
+
+def next_delay(retry: RetryConfig, attempt: int, rng: random.Random = random._inst) -> float | None:  # type: ignore[attr-defined]
+    """Seconds until attempt `attempt + 1`, or None when the schedule is used up."""
+    if attempt > len(retry.schedule):
+        return None
+    base = retry.schedule[attempt - 1]
+    return max(0.0, base * (1 + rng.uniform(-retry.jitter, retry.jitter)))
+
+
+class Pipeline:
+    def __init__(
+        self,
+        redis: Any,
+        config: RelayConfig,
+        sinks: dict[str, Sink],
+        session: aiohttp.ClientSession,
+    ):
+        self.redis = redis
+        self.config = config
+        self.keys = Keys(config.key_prefix)
+        self.sinks = sinks
+        self.session = session
+        self.dlq = DeadLetterQueue(redis, self.keys, config.dlq.max_entries)
+        self.limiter = RateLimiter(redis)
+        self._claim = redis.register_script(_CLAIM)
+        self.window_ms = int(config.dedupe.window * 1000)
+        longest = max(
+            [sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0]
+        )
+        # Delivery state must outlive the longest retry schedule and the dedupe window.
+        self.state_ttl_s = int(max(config.dedupe.window, longest + 86_400))
+        self.sink_configs = {name: sink.config for name, sink in sinks.items()}
+
+    # --- inbound ------------------------------------------------------------------------
+
+    async def process_inbound(
+        self, inbound_id: str, request: InboundRequest, provider: Provider | None
+    ) -> None:
+        if provider is None:
+            await self.dead_inbound(inbound_id, request, f"source {request.source!r} is not configured")
+            return
+        try:
+            events = provider.normalize(request)
+        except Exception as exc:  # noqa: BLE001 - a provider bug must not lose the request
+            log.exception("normalize failed", source=request.source, inbound_id=inbound_id)
+            await self.dead_inbound(inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}")
+            return
+        if not events:  # e.g. a ping: nothing to relay, but it was seen
+            await self.redis.hincrby(self.keys.stats, f"in:{request.source}:no_event", 1)
+        await asyncio.gather(*(self.handle_event(e, inbound_id, request.received_at) for e in events))
+
+    async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
+        states = await self._claim(
+            keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id)],
+            args=[inbound_id, self.window_ms],
+        )
+        if states is None:
+            log.info("duplicate event dropped", event_id=event.id, source=event.source,
+                     inbound_id=inbound_id)
+            await self.redis.hincrby(self.keys.stats, f"evt:{event.source}:duplicate", 1)
+            return
+        done = {states[i].decode(): states[i + 1].decode() for i in range(0, len(states), 2)}
+        stored = StoredEvent(event.to_json())
+        targets = [
+            name for name in route(self.sink_configs, event.type, event.source) if name not in done
+        ]
+        if not done:
+            await self.redis.hincrby(self.keys.stats, f"evt:{event.source}:{event.type}", 1)
+        if not targets:
+            return
+        attempts = [Attempt(stored, name, 1, 0, received_at) for name in targets]
+        await asyncio.gather(*(self.attempt(a, owner=None) for a in attempts))
+
+    async def dead_inbound(self, inbound_id: str, request: InboundRequest, reason: str) -> None:
+        letter = DeadLetter(
+            id=inbound_id, kind="inbound", source=request.source, failed_at=time.time(),
+            reason=reason, received_at=request.received_at,
+            inbound={"source": request.source, "body": request.body,
+                     "headers": dict(request.headers), "client_ip": request.client_ip,
+                     "received_at": request.received_at},
+        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.dlq.add(pipe, letter)
+            pipe.hincrby(self.keys.stats, f"in:{request.source}:dead_lettered", 1)
+            await pipe.execute()
+        await self.dlq.trim()
+        log.error("inbound dead-lettered", inbound_id=inbound_id, source=request.source, reason=reason,
+                  body_b64=base64.b64encode(request.body[:256]).decode())
+
+    # --- one delivery -------------------------------------------------------------------
+
+    async def run_job(self, job_id: str, attempt: Attempt) -> None:
+        """A `deliver` job: act only if this job still owns the (event, sink) delivery."""
+        state = await self.redis.hget(self.keys.deliveries(attempt.event.id), attempt.sink)
+        owner = f"job:{job_id}"
+        if state is not None and state.decode() != owner:
+            log.info("delivery already handled", event_id=attempt.event.id, sink=attempt.sink,
+                     state=state.decode())
+            return
+        if attempt.sink not in self.sinks:
+            await self.record(attempt, Failed(f"sink {attempt.sink!r} is no longer configured"))
+            return
+        await self.attempt(attempt, owner=owner)
+
+    async def attempt(self, attempt: Attempt, owner: str | None) -> None:
+        sink = self.sinks[attempt.sink]
+        limit = sink.config.rate_limit
+        if limit is not None:
+            wait = await self._rate_slot(attempt.sink, limit)
+            if wait > 0:
+                await self.record(attempt, RetryLater("rate limit", after=wait, rate_limited=True))
+                return
+        try:
+            outcome = await sink.deliver(self.session, attempt.event, attempt.attempt)
+        except Exception as exc:  # noqa: BLE001 - a sink bug: retry on schedule, then dead-letter
+            log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
+            outcome = RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
+        await self.record(attempt, outcome)
+
+    async def _rate_slot(self, sink: str, limit: Any) -> float:
+        deadline = time.monotonic() + RATE_WAIT_INLINE_S
+        while True:
+            wait = await self.limiter.acquire(self.keys.rate(sink), limit)
+            if wait <= 0 or time.monotonic() + wait > deadline:
+                return wait
+            await asyncio.sleep(wait)
+
+    # --- recording ----------------------------------------------------------------------
+
+    async def record(self, attempt: Attempt, outcome: Outcome) -> None:
+        event_id, sink = attempt.event.id, attempt.sink
+        state_key = self.keys.deliveries(event_id)
+        now = time.time()
+        fields = {"event_id": event_id, "source": attempt.event.source, "sink": sink,
+                  "attempt": attempt.attempt}
+        dead: DeadLetter | None = None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if isinstance(outcome, Delivered):
+                pipe.hset(state_key, sink, "ok")
+                pipe.hincrby(self.keys.stats, f"dlv:{sink}:delivered", 1)
+                self._observe_latency(pipe, sink, now - attempt.received_at)
+                pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
+                log.info("delivered", status=outcome.status, **fields)
+            else:
+                retry = self._next(attempt, outcome)
+                health = {"last_error": outcome.reason, "last_error_at": now,
+                          "last_status": outcome.status or 0}
+                if retry is not None:
+                    delay, following = retry
+                    job_id = delivery_job_id(event_id, sink, following.attempt, following.waits)
+                    add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
+                    pipe.hset(state_key, sink, f"job:{job_id}")
+                    kind = "rate_limited" if following.attempt == attempt.attempt else "retry"
+                    pipe.hincrby(self.keys.stats, f"dlv:{sink}:{kind}", 1)
+                    log.warning("delivery will be retried", reason=outcome.reason,
+                                status=outcome.status, retry_in_s=round(delay, 3), **fields)
+                else:
+                    gone = isinstance(outcome, Failed) and outcome.sink_gone
+                    health["gone"] = int(gone)
+                    dead = DeadLetter(
+                        id=delivery_letter_id(event_id, sink), kind="delivery",
+                        source=attempt.event.source, failed_at=now, reason=outcome.reason,
+                        attempts=attempt.attempt, sink=sink, event_id=event_id,
+                        event_type=attempt.event.type, last_status=outcome.status,
+                        excerpt=outcome.excerpt, received_at=attempt.received_at,
+                        event=attempt.event.json,
+                    )
+                    self.dlq.add(pipe, dead)
+                    pipe.hset(state_key, sink, "dlq")
+                    pipe.hincrby(self.keys.stats, f"dlv:{sink}:failed", 1)
+                    log.error("delivery dead-lettered", reason=outcome.reason,
+                              status=outcome.status, **fields)
+                pipe.hset(self.keys.sink_health(sink), mapping=health)
+            pipe.expire(state_key, self.state_ttl_s)
+            await pipe.execute()
+        if dead is not None:
+            await self.dlq.trim()
+
+    def _next(self, attempt: Attempt, outcome: Outcome) -> tuple[float, Attempt] | None:
+        """The delay and the attempt that follows a failure, or None: dead-letter it."""
+        if isinstance(outcome, Failed):
+            return None
+        assert isinstance(outcome, RetryLater)
+        if outcome.rate_limited and attempt.waits < MAX_WAITS:
+            # A rate limit is a wait, not a failure: same attempt number, as long as asked.
+            delay = outcome.after if outcome.after is not None else DEFAULT_RATE_WAIT_S
+            delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
+            return delay, Attempt(attempt.event, attempt.sink, attempt.attempt, attempt.waits + 1,
+                                  attempt.received_at)
+        retry = self.config.retry_for(self.sinks[attempt.sink].config) if attempt.sink in self.sinks \
+            else self.config.retry
+        delay = next_delay(retry, attempt.attempt)
+        if delay is None:
+            return None
+        if outcome.after is not None:
+            delay = max(delay, outcome.after)  # never sooner than Retry-After asks
+        return delay, Attempt(attempt.event, attempt.sink, attempt.attempt + 1, attempt.waits,
+                              attempt.received_at)
+
+    def _observe_latency(self, pipe: Any, sink: str, seconds: float) -> None:
+        key = self.keys.latency(sink)
+        bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
+        pipe.hincrby(key, bucket, 1)
+        pipe.hincrbyfloat(key, "sum", max(0.0, seconds))
+        pipe.hincrby(key, "count", 1)

@@ -1,0 +1,326 @@
+"""What the chat sinks (Discord, Slack) share: the one-line text of an event, amounts, escaping
+hooks, length limits, and operator templates rendered in a Jinja2 sandbox.
+
+Text that reaches a chat message comes from two places: the operator (the config: `project`,
+the literal parts of a `template`) and the provider (descriptions, references, ids, hashes:
+anything in the event). Provider text is passed through the sink's `escape` function before it
+is placed in a message, so it can never become markup, a link or a mention.
+
+Templates (`template:` on a Discord or Slack sink) are Jinja2 source, rendered in an
+`ImmutableSandboxedEnvironment` with the canonical event as `event` (the whole JSON object) and
+`payment` (`event.payment`), plus `line` (the default line, already escaped) and `project`.
+Every `{{ expression }}` is escaped for the sink (the literal template text is the operator's
+own markup and is left alone); `None` renders as the empty string and a missing key as nothing.
+Reaching for internals (`event.__class__.__mro__`, `payment.items.__globals__`, ...) raises
+`jinja2.exceptions.SecurityError`: a template that does so on the sample event is a config
+error; one that still fails at delivery time makes that delivery `Failed` (dead-lettered with
+the reason, replayable once the template is fixed) rather than sending something half-rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from relay.sinks.base import is_http_url
+
+Escape = Callable[[str], str]
+
+ELLIPSIS = "…"
+
+# The phrase of each event type in the default line.
+PHRASES = {
+    "payment.created": "New payment created",
+    "payment.pending": "Payment pending",
+    "payment.paid": "New successful payment",
+    "payment.completed": "New successful payment",
+    "payment.expired": "Payment expired",
+    "payment.cancelled": "Payment cancelled",
+    "payment.failed": "Payment failed",
+    "payment.review": "Payment needs review",
+    "payment.other": "Payment update",
+}
+
+# A short title per event type (Discord embed title, Slack header line).
+TITLES = {
+    "payment.created": "Payment created",
+    "payment.pending": "Payment pending",
+    "payment.paid": "Payment received",
+    "payment.completed": "Payment completed",
+    "payment.expired": "Payment expired",
+    "payment.cancelled": "Payment cancelled",
+    "payment.failed": "Payment failed",
+    "payment.review": "Payment needs review",
+    "payment.other": "Payment update",
+}
+
+
+class RenderError(Exception):
+    """An operator template failed while rendering an event: the delivery is `Failed`."""
+
+
+# --- plain text helpers ---------------------------------------------------------------------
+
+
+def utf16_len(text: str) -> int:
+    """Length in UTF-16 code units: never less than the code-point count, so a limit checked
+    this way holds whichever of the two a platform counts."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+_PARTIAL_ENTITY = re.compile(r"&[#A-Za-z0-9]{0,8}$")
+
+
+def truncate(text: str, limit: int, *, ellipsis: str = ELLIPSIS, entities: bool = False) -> str:
+    """`text` stripped and cut to at most `limit` (UTF-16 units), ending in `ellipsis` when cut.
+
+    With `entities`, a cut never leaves half an HTML entity (`&am`) behind (Slack escaping)."""
+    text = text.strip()
+    if utf16_len(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    if utf16_len(ellipsis) >= limit:
+        ellipsis = ""
+    budget = limit - utf16_len(ellipsis)
+    if len(text) == utf16_len(text):  # all in the BMP: one char, one unit
+        cut = text[:budget]
+    else:
+        used, end = 0, 0
+        for end, ch in enumerate(text):
+            size = 2 if ord(ch) > 0xFFFF else 1
+            if used + size > budget:
+                break
+            used += size
+        cut = text[:end]
+    if entities:
+        cut = _PARTIAL_ENTITY.sub("", cut)
+    return cut.rstrip() + ellipsis
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def one_line(value: Any) -> str:
+    """A value as a single line of text (None -> empty)."""
+    if value is None:
+        return ""
+    return _SPACE.sub(" ", str(value)).strip()
+
+
+_MENTION = re.compile(r"@(?=(?:everyone|here|channel)\b)", re.IGNORECASE)
+
+
+def neutralise_mentions(text: str) -> str:
+    """`@everyone` / `@here` / `@channel` -> `@\u200beveryone`...: shown the same, pings no one."""
+    return _MENTION.sub("@\u200b", text)
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters (and only those) as entities; `&` first."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_DISCORD_MARKDOWN = re.compile(r"([\\*_~`|>#<\[\]()])")
+
+
+def discord_escape(text: str) -> str:
+    """Backslash Discord markdown, link and mention syntax so provider text shows literally."""
+    return _DISCORD_MARKDOWN.sub(r"\\\1", text)
+
+
+# --- the event as text ----------------------------------------------------------------------
+
+
+def format_amount(amount: Any, currency: Any) -> str:
+    """`0.86 SOL`; the digits exactly as the event holds them; empty when there is no amount."""
+    amount, currency = one_line(amount), one_line(currency)
+    if not amount:
+        return ""
+    return f"{amount} {currency}" if currency else amount
+
+
+def payment_amount(payment: Mapping[str, Any]) -> str:
+    """The crypto amount, else the fiat amount, as text (empty when neither is known)."""
+    return format_amount(payment.get("amount"), payment.get("currency")) or format_amount(
+        payment.get("fiat_amount"), payment.get("fiat_currency")
+    )
+
+
+def event_line(body: Mapping[str, Any], project: str, escape: Escape) -> str:
+    """The one-line summary, after Coinable's Discord line:
+
+    `[Acme Store]: New successful payment for 0.86 SOL for simple test product.`
+
+    Without an amount or a description it degrades to what is known (the order reference, else
+    the payment id): `[Acme Store]: Payment expired for order 123456.`
+    """
+    payment = body.get("payment") or {}
+    kind = str(body.get("type") or "payment.other")
+    phrase = PHRASES.get(kind, PHRASES["payment.other"])
+    if kind not in PHRASES or kind == "payment.other":
+        provider_event = one_line(body.get("provider_event"))
+        if provider_event:
+            phrase += f" ({escape(provider_event)})"
+    text = phrase
+    amount = payment_amount(payment)
+    if amount:
+        text += f" for {escape(amount)}"
+    description = one_line(payment.get("description"))
+    reference = one_line(payment.get("reference"))
+    payment_id = one_line(payment.get("id"))
+    if description:
+        text += f" for {escape(description.rstrip('.'))}"
+    elif reference:
+        text += f" for order {escape(reference)}"
+    elif payment_id and not amount:
+        text += f" for payment {escape(payment_id)}"
+    return f"[{escape(one_line(project))}]: {text}."
+
+
+def title(body: Mapping[str, Any]) -> str:
+    return TITLES.get(str(body.get("type")), TITLES["payment.other"])
+
+
+def detail_fields(body: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(name, raw value) pairs worth showing, in order; empty values left out. Not escaped."""
+    payment = body.get("payment") or {}
+    fiat = format_amount(payment.get("fiat_amount"), payment.get("fiat_currency"))
+    crypto = format_amount(payment.get("amount"), payment.get("currency"))
+    source = one_line(body.get("source"))
+    provider = one_line(body.get("provider"))
+    pairs = [
+        ("Amount", crypto),
+        ("Fiat amount", fiat if crypto else ""),
+        ("Status", one_line(payment.get("status"))),
+        ("Reference", one_line(payment.get("reference"))),
+        ("Payment ID", one_line(payment.get("id"))),
+        ("Network", one_line(payment.get("network"))),
+        ("Confirmations", one_line(payment.get("confirmations"))),
+        ("Transaction", one_line(payment.get("tx_hash"))),
+        ("Source", source if provider in ("", source) else f"{source} ({provider})"),
+        ("Provider event", one_line(body.get("provider_event"))),
+        ("Occurred at", one_line(body.get("occurred_at"))),
+    ]
+    if not crypto and fiat:
+        pairs[0] = ("Amount", fiat)
+    return [(name, value) for name, value in pairs if value]
+
+
+def tx_url(body: Mapping[str, Any]) -> str | None:
+    """The payment's explorer link when it is a plain http(s) URL, else None."""
+    url = (body.get("payment") or {}).get("tx_url")
+    return url if isinstance(url, str) and is_http_url(url) and len(url) <= 2048 else None
+
+
+# --- operator templates ---------------------------------------------------------------------
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, made strict about internals: an unsafe attribute raises at once (the stock
+    sandbox returns an Undefined that only raises when used further, so `{{ x.__class__ }}`
+    would quietly print nothing)."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(
+            f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe"
+        )
+
+
+@lru_cache(maxsize=None)
+def _environment(escape: Escape) -> _Environment:
+    def finalize(value: Any) -> Any:
+        if value is None or isinstance(value, jinja2.Undefined):
+            return ""
+        return escape(str(value))
+
+    return _Environment(
+        autoescape=False,
+        undefined=jinja2.ChainableUndefined,  # event.data.a.b renders empty when absent
+        finalize=finalize,
+        keep_trailing_newline=False,
+    )
+
+
+@lru_cache(maxsize=256)
+def compile_template(source: str, escape: Escape) -> jinja2.Template:
+    """The compiled template; `ValueError` (a config error) when it does not compile or when it
+    fails on a sample event because it reaches for something the sandbox forbids."""
+    env = _environment(escape)
+    try:
+        template = env.from_string(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template does not compile: {exc.message} (line {exc.lineno})") from None
+    try:
+        template.render(template_context(SAMPLE_EVENT, "payrelay", escape))
+    except SecurityError as exc:
+        raise ValueError(f"template not allowed: {exc}") from None
+    except Exception:  # noqa: BLE001 - data-dependent errors are judged on real events
+        pass
+    return template
+
+
+def template_context(body: Mapping[str, Any], project: str, escape: Escape) -> dict[str, Any]:
+    return {
+        "event": body,
+        "payment": body.get("payment") or {},
+        "project": project,
+        "line": event_line(body, project, escape),
+    }
+
+
+def render_template(source: str, body: Mapping[str, Any], project: str, escape: Escape) -> str:
+    """An operator template rendered for one event; `RenderError` when it fails."""
+    try:
+        template = compile_template(source, escape)
+        return template.render(template_context(body, project, escape))
+    except Exception as exc:  # noqa: BLE001 - whatever a template does wrong fails the delivery
+        raise RenderError(f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+def template_validator(escape: Escape) -> Callable[[Any], Any]:
+    """A pydantic validator for a `template:` key: compiles it (and tries it) at config load."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("a template must be a string")
+        if not value.strip():
+            return None
+        compile_template(value, escape)
+        return value
+
+    return check
+
+
+SAMPLE_EVENT: dict[str, Any] = {
+    "id": "evt_sampleeventsampleeventsa",
+    "type": "payment.completed",
+    "source": "sample",
+    "provider": "sample",
+    "provider_event": "completed",
+    "occurred_at": "2024-09-13T17:33:05Z",
+    "received_at": "2024-09-13T17:33:06.123Z",
+    "payment": {
+        "id": "6b577835afbefe60335b6e5cd04410a9",
+        "reference": "123456",
+        "status": "completed",
+        "amount": "0.86",
+        "currency": "SOL",
+        "fiat_amount": "120.40",
+        "fiat_currency": "USD",
+        "network": "SOL",
+        "tx_hash": "5tx",
+        "tx_url": "https://explorer.solana.com/tx/5tx",
+        "confirmations": 32,
+        "description": "simple test product",
+    },
+    "data": {"status": "completed"},
+}

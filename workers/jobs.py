@@ -1,0 +1,121 @@
+"""The arq job functions and the worker's lifetime hooks. Thin: the work is in relay.delivery.
+
+arq drops a job for good when it raises anything but `Retry`, so each job function turns every
+failure into a dead letter (the data is kept) or, for Redis trouble, into `Retry` (run again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from arq import Retry
+from redis.exceptions import RedisError
+
+from relay.config.model import LoadedConfig
+from relay.delivery import Attempt, Pipeline
+from relay.events import StoredEvent
+from relay.ingress.app import build_sources
+from relay.keys import HEARTBEAT_S, WORKER_TTL_S, Keys
+from relay.logs import get_logger
+from relay.queue import job_to_request
+from relay.sinks import SINKS
+
+log = get_logger("relay.worker")
+
+REDIS_RETRY_S = 2  # a job that met a Redis error runs again this soon
+
+
+async def process_inbound(
+    ctx: dict[str, Any], inbound: dict[str, Any], inbound_id: str | None = None
+) -> None:
+    # A replayed dead letter runs under a new job id but is still the same inbound request.
+    inbound_id = inbound_id or ctx["job_id"]
+    pipeline: Pipeline = ctx["pipeline"]
+    request = job_to_request(inbound)
+    try:
+        await pipeline.process_inbound(inbound_id, request, ctx["sources"].get(request.source))
+    except (RedisError, OSError) as exc:
+        log.warning("redis error, job will run again", error=str(exc), inbound_id=inbound_id)
+        raise Retry(defer=REDIS_RETRY_S) from exc
+    except Exception as exc:  # noqa: BLE001 - a bug must not make arq drop the request
+        log.exception("inbound job failed", inbound_id=inbound_id)
+        try:
+            await pipeline.dead_inbound(inbound_id, request, f"internal error: {exc!r}"[:300])
+        except Exception:  # noqa: BLE001
+            raise Retry(defer=REDIS_RETRY_S) from exc
+
+
+async def deliver(
+    ctx: dict[str, Any], event: bytes, sink: str, attempt: int, waits: int, received_at: float
+) -> None:
+    pipeline: Pipeline = ctx["pipeline"]
+    try:
+        await pipeline.run_job(
+            ctx["job_id"], Attempt(StoredEvent(event), sink, attempt, waits, received_at)
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("redis error, job will run again", error=str(exc), sink=sink)
+        raise Retry(defer=REDIS_RETRY_S) from exc
+    except Exception as exc:  # noqa: BLE001 - a bug must not make arq drop the delivery
+        log.exception("deliver job failed", sink=sink, attempt=attempt)
+        raise Retry(defer=60) from exc
+
+
+def worker_id() -> str:
+    # Heroku names dynos (worker.1); elsewhere host and pid tell processes apart.
+    return os.environ.get("DYNO") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def heartbeat(ctx: dict[str, Any]) -> None:
+    """A per-process health key with what the worker is doing, read by `relay status`."""
+    keys: Keys = ctx["keys"]
+    key = keys.worker(ctx["worker_id"])
+    started = time.time()
+    while True:
+        worker = ctx.get("worker")
+        running = sum(not t.done() for t in worker.tasks.values()) if worker else 0
+        info = {"id": ctx["worker_id"], "pid": os.getpid(), "started_at": started,
+                "at": time.time(), "running": running,
+                "complete": getattr(worker, "jobs_complete", 0),
+                "retried": getattr(worker, "jobs_retried", 0),
+                "failed": getattr(worker, "jobs_failed", 0)}
+        try:
+            await ctx["redis"].set(key, orjson.dumps(info), ex=WORKER_TTL_S)
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat failed", error=str(exc))
+        await asyncio.sleep(HEARTBEAT_S)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    loaded: LoadedConfig = ctx["loaded"]
+    config = loaded.config
+    sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in config.sinks.items()}
+    connector = aiohttp.TCPConnector(limit=max(100, config.worker.concurrency * 2),
+                                     ttl_dns_cache=300)
+    session = aiohttp.ClientSession(connector=connector, headers={"Connection": "keep-alive"})
+    ctx["session"] = session
+    ctx["sources"] = build_sources(loaded)
+    ctx["keys"] = Keys(config.key_prefix)
+    ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
+    ctx["heartbeat"] = asyncio.create_task(heartbeat(ctx))
+    log.info("worker started", worker_id=ctx["worker_id"], sinks=sorted(sinks),
+             sources=sorted(ctx["sources"]), concurrency=config.worker.concurrency)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("heartbeat")
+    if task:
+        task.cancel()
+    try:
+        await ctx["redis"].delete(ctx["keys"].worker(ctx["worker_id"]))
+    except (RedisError, OSError, KeyError):
+        pass
+    if "session" in ctx:
+        await ctx["session"].close()
+    log.info("worker stopped", worker_id=ctx.get("worker_id"))

@@ -1,0 +1,65 @@
+"""Build the arq Worker for the relay: the numbers here are arq's sharp edges, tuned.
+
+- max_tries: arq counts SIGTERM cancels and SIGKILL recoveries as tries and drops the job
+  after `max_tries` (default 5). Our jobs never retry by raising except for Redis trouble,
+  so the budget only has to outlast restarts: make it effectively unlimited.
+- job_timeout: a SIGKILLed worker's jobs stay locked job_timeout + 10 s. 25 s keeps recovery
+  well under a minute; sink timeouts are validated to fit inside it.
+- job_completion_wait: on SIGTERM stop taking jobs, let running ones finish for 20 s (Heroku
+  SIGKILLs at 30 s), then cancel: cancelled jobs stay queued and run again.
+- poll_delay / queue_read_limit: arq claims new jobs only at poll ticks; short ticks and a read
+  limit above total concurrency avoid both latency and head-of-line starvation.
+- keep_result=0: results would store every webhook body again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import Worker
+from arq.worker import func
+
+from relay.config.model import LoadedConfig
+from relay.keys import Keys
+from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
+from relay.redis import arq_settings
+from workers.jobs import deliver, process_inbound, shutdown, startup, worker_id
+
+MAX_TRIES = 1_000_000
+SHUTDOWN_GRACE_S = 20
+
+
+def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
+    config = loaded.config
+    keys = Keys(config.key_prefix)
+    timeout = config.worker.job_timeout
+    ident = worker_id()
+    ctx = {"loaded": loaded, "worker_id": ident}
+    options: dict[str, Any] = {
+        "functions": [
+            func(process_inbound, name=PROCESS_INBOUND, timeout=timeout, keep_result=0,
+                 max_tries=MAX_TRIES),
+            func(deliver, name=DELIVER, timeout=timeout, keep_result=0, max_tries=MAX_TRIES),
+        ],
+        "queue_name": keys.queue,
+        "redis_settings": arq_settings(loaded.redis_url),
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        "max_jobs": config.worker.concurrency,
+        "poll_delay": config.worker.poll_delay,
+        "queue_read_limit": max(1000, config.worker.concurrency * 5),
+        "job_timeout": timeout,
+        "keep_result": 0,
+        "max_tries": MAX_TRIES,
+        "job_completion_wait": SHUTDOWN_GRACE_S,
+        "health_check_interval": 10,
+        "health_check_key": f"{keys.queue}:health-check:{ident}",
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "ctx": ctx,
+        "log_results": False,
+    }
+    options.update(overrides)
+    worker = Worker(**options)
+    worker.ctx["worker"] = worker
+    return worker
