@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from relay.sinks import log
+from relay.sinks import http, log
 from relay.sinks.base import Delivered, Failed, Outcome, RetryLater, Sink
 
 SINKS: dict[str, type[Sink]] = {
     cls.kind: cls
     for cls in (
         log.LogSink,
+        http.HttpSink,
     )
 }
 
