@@ -25,11 +25,30 @@ def _load(path: str | None) -> LoadedConfig:
 
 
 def _need_redis(loaded: LoadedConfig) -> str:
-    if not loaded.redis_url:
+    if loaded.redis_url:
+        return loaded.redis_url
+    from relay.dev import embedded_redis_url
+
+    url = embedded_redis_url()  # a `relay dev` running in this directory
+    if not url:
         print("no Redis configured: set REDIS_URL (or redis_url in the config), "
               "or use `relay dev`, which starts one", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
-    return loaded.redis_url
+    return url
+
+
+def _tool_config_path(explicit: str | None) -> str:
+    """For status, dlq and trigger: as everywhere, but with no config/relay.yaml yet, the dev
+    config (the quick start runs `relay dev` in one terminal and these in another)."""
+    from pathlib import Path
+
+    from relay.config.model import DEFAULT_PATH
+    from relay.dev import DEV_CONFIG
+
+    path = explicit or os.environ.get("RELAY_CONFIG")
+    if not path and not Path(DEFAULT_PATH).exists():
+        return DEV_CONFIG
+    return path or DEFAULT_PATH
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -92,21 +111,21 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from relay.status import run_status
 
-    loaded = _load(args.config)
+    loaded = _load(_tool_config_path(args.config))
     return run_status(loaded, _need_redis(loaded), as_json=args.json, watch=args.watch)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from relay.dlq_cli import run_dlq
 
-    loaded = _load(args.config)
+    loaded = _load(_tool_config_path(args.config))
     return asyncio.run(run_dlq(loaded, _need_redis(loaded), args))
 
 
 def cmd_trigger(args: argparse.Namespace) -> int:
     from relay.trigger import run_trigger
 
-    loaded = _load(args.config)
+    loaded = _load(_tool_config_path(args.config))
     return asyncio.run(run_trigger(loaded, args.source, args.event, args.url))
 
 

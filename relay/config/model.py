@@ -138,8 +138,13 @@ def validate(raw: Any, path: str = "<config>", env: Mapping[str, str] | None = N
     try:
         config = RelayConfig.model_validate(tree)
     except ValidationError as exc:
+        unset = {where for where, _ in errors}  # an unset variable explains its own key's error
         for error in exc.errors():
-            errors.append((path_str(_loc(tuple(error["loc"]))), _message(error)))
+            where = path_str(_loc(tuple(error["loc"])))
+            if where not in unset:
+                errors.append((where, _message(error)))
+    if config is not None:
+        errors.extend(_cross_checks(config))
     if errors or config is None:
         raise ConfigError(path, errors)
     return LoadedConfig(config=config, path=path, secrets=_secret_values(config) | from_env)
@@ -160,6 +165,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ConfigError(resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
     return validate(raw, resolved)
+
+
+def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
+    """Rules that span sections, reported with the path of the key to change."""
+    errors: list[tuple[str, str]] = []
+    budget = config.worker.job_timeout - 5
+    for name, sink in config.sinks.items():
+        if sink.timeout > budget:
+            errors.append((f"sinks.{name}.timeout", f"{sink.timeout:g}s does not fit inside "
+                           f"worker.job_timeout ({config.worker.job_timeout:g}s) minus 5s"))
+        for index, source in enumerate(sink.sources or []):
+            if source not in config.sources:
+                errors.append((f"sinks.{name}.sources[{index}]", f"unknown source {source!r}"))
+    return errors
 
 
 _SECRET_KEYS = re.compile(r"(secret|token|key|password|url)$")
