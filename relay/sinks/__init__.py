@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.sinks import http, log
+from relay.sinks import discord, http, log
 from relay.sinks.base import Delivered, Failed, Outcome, RetryLater, Sink
 
 SINKS: dict[str, type[Sink]] = {
@@ -10,6 +10,7 @@ SINKS: dict[str, type[Sink]] = {
     for cls in (
         log.LogSink,
         http.HttpSink,
+        discord.DiscordSink,
     )
 }
 

@@ -10,7 +10,8 @@ Templates (`template:` on a Discord or Slack sink) are Jinja2 source, rendered i
 `ImmutableSandboxedEnvironment` with the canonical event as `event` (the whole JSON object) and
 `payment` (`event.payment`), plus `line` (the default line, already escaped) and `project`.
 Every `{{ expression }}` is escaped for the sink (the literal template text is the operator's
-own markup and is left alone); `None` renders as the empty string and a missing key as nothing.
+own markup and is left alone; `{{ line }}` is inserted as it is, being escaped already);
+`None` renders as the empty string and a missing key as nothing.
 Reaching for internals (`event.__class__.__mro__`, `payment.items.__globals__`, ...) raises
 `jinja2.exceptions.SecurityError`: a template that does so on the sample event is a config
 error; one that still fails at delivery time makes that delivery `Failed` (dead-lettered with
@@ -59,6 +60,10 @@ TITLES = {
     "payment.review": "Payment needs review",
     "payment.other": "Payment update",
 }
+
+
+class Escaped(str):
+    """Text already escaped for the sink (`line` in a template): inserted as it is."""
 
 
 class RenderError(Exception):
@@ -198,7 +203,6 @@ def detail_fields(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     pairs = [
         ("Amount", crypto),
         ("Fiat amount", fiat if crypto else ""),
-        ("Status", one_line(payment.get("status"))),
         ("Reference", one_line(payment.get("reference"))),
         ("Payment ID", one_line(payment.get("id"))),
         ("Network", one_line(payment.get("network"))),
@@ -238,6 +242,8 @@ def _environment(escape: Escape) -> _Environment:
     def finalize(value: Any) -> Any:
         if value is None or isinstance(value, jinja2.Undefined):
             return ""
+        if isinstance(value, Escaped):
+            return value
         return escape(str(value))
 
     return _Environment(
@@ -271,7 +277,7 @@ def template_context(body: Mapping[str, Any], project: str, escape: Escape) -> d
         "event": body,
         "payment": body.get("payment") or {},
         "project": project,
-        "line": event_line(body, project, escape),
+        "line": Escaped(event_line(body, project, escape)),
     }
 
 
