@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.sinks import discord, http, log
+from relay.sinks import discord, http, log, slack
 from relay.sinks.base import Delivered, Failed, Outcome, RetryLater, Sink
 
 SINKS: dict[str, type[Sink]] = {
@@ -11,6 +11,7 @@ SINKS: dict[str, type[Sink]] = {
         log.LogSink,
         http.HttpSink,
         discord.DiscordSink,
+        slack.SlackSink,
     )
 }
 
