@@ -41,6 +41,22 @@ async def redis(redis_url: str) -> AsyncIterator[Any]:
 # Secrets used by the test configs; tests/test_no_secrets_in_logs.py checks none is ever logged.
 TEST_SECRETS = {
     "IVPAY_API_KEY": "ivpay-test-api-key-0001",
+    "COINPAYMENTS_CLIENT_SECRET": "cp-test-client-secret-0001",
+    "COINPAYMENTS_CLIENT_SECRET_2": "cp-test-client-secret-0002",
+    "COINPAYMENTS_IPN_SECRET": "cp-test-ipn-secret-0001",
+    "COINPAYMENTS_IPN_SECRET_2": "cp-test-ipn-secret-0002",
+    "CALYPSO_SECRET_KEY": "calypso-test-secret-key-0001",
+    "CALYPSO_SECRET_KEY_2": "calypso-test-secret-key-0002",
+    "CRYPTOIX_WEBHOOK_SECRET": "cryptoix-test-secret-0001",
+    "CRYPTOIX_WEBHOOK_SECRET_2": "cryptoix-test-secret-0002",
+    "COINABLE_URL_TOKEN": "coinable-test-url-token-0001",
+    "COINABLE_URL_TOKEN_2": "coinable-test-url-token-0002",
+    "PARTNER_WHSEC": "whsec_cGFydG5lci10ZXN0LWtleS0wMDAxLTMyYnl0ZXMhIQ==",
+    "PARTNER_WHSEC_2": "whsec_cGFydG5lci10ZXN0LWtleS0wMDAyLTMyYnl0ZXMhIQ==",
+    "HMAC_WEBHOOK_SECRET": "hmac-test-webhook-secret-0001",
+    "HMAC_WEBHOOK_SECRET_2": "hmac-test-webhook-secret-0002",
+    "BTCPAY_WEBHOOK_SECRET": "btcpay-test-webhook-secret-0001",
+    "COINBASE_WEBHOOK_SECRET": "coinbase-test-webhook-secret-0001",
 }
 
 

@@ -1,0 +1,172 @@
+"""Calypso Pay (docs.calypso.finance; Paykilla publishes the identical payload docs).
+
+Authentication: `Sign` = hex HMAC-SHA512 of the raw body, keyed with the webhook subscription's
+`secretKey`; `Key` carries the subscription's public key, checked when `public_key` is set.
+
+Amounts are JSON floats: the payload is parsed with `relay.events.loads`, which keeps every
+number's digits as a Decimal, so `0.123456789012345678` reaches `payment.amount` unchanged.
+
+Dedupe key: the envelope `id`, Calypso's event id: the same on each of its 19 retries and new
+for every event (`requestId` is the subscription's id, not the event's). Without one: the
+invoice (`parentExternalId`) + event type + transaction hash, then a digest of the body.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+from relay.config.types import Secrets, SourceConfig
+from relay.events import PaymentEvent, dumps
+from relay.providers.base import (
+    InboundRequest,
+    Provider,
+    SampleRequest,
+    any_secret_matches,
+    as_dict,
+    bad_signature,
+    body_digest,
+    check_json_object,
+    decode_signature,
+    first,
+    hmac_digest,
+    parse_json_object,
+    safe_time,
+    same_text,
+    scalar,
+)
+
+_TYPES = {
+    "INVOICE_CREATE_INVOICE": "payment.created",
+    "INVOICE_CREATE_UNLIMITED_INVOICE": "payment.created",
+    "INVOICE_MEMPOOL_FOUND": "payment.pending",
+    "INVOICE_FUNDS_RECEIVED_FOR_INVOICE": "payment.pending",
+    "INVOICE_PAID": "payment.paid",
+    "INVOICE_TRANSLATION_TO_ACCOUNT_COMPLETED": "payment.completed",
+    "INVOICE_PENDING_INTERVENTION": "payment.review",  # over- or under-payment
+    # The event list says PENDING_COMPLIANCE, the payload docs say COMPLIANCE_CHECK: take both.
+    "INVOICE_PENDING_COMPLIANCE": "payment.review",
+    "INVOICE_COMPLIANCE_CHECK": "payment.review",
+    "INVOICE_COMPLIANCE_DECLINED": "payment.failed",
+    "INVOICE_EXPIRED": "payment.expired",
+    # Seen in a public consumer's schemas (reference 3): the top-up flavour of the same checks.
+    "TOP_UP_COMPLIANCE_CHECK": "payment.review",
+    "TOP_UP_COMPLIANCE_DECLINED": "payment.failed",
+}
+
+_SAMPLES = {
+    "created": "INVOICE_CREATE_INVOICE",
+    "pending": "INVOICE_MEMPOOL_FOUND",
+    "paid": "INVOICE_PAID",
+    "completed": "INVOICE_TRANSLATION_TO_ACCOUNT_COMPLETED",
+    "review": "INVOICE_PENDING_INTERVENTION",
+    "expired": "INVOICE_EXPIRED",
+    "failed": "INVOICE_COMPLIANCE_DECLINED",
+}
+
+
+class CalypsoConfig(SourceConfig):
+    provider: Literal["calypso"]
+    secret_key: Secrets
+    public_key: str = ""  # when set, the `Key` header must equal it
+
+
+class CalypsoProvider(Provider):
+    kind = "calypso"
+    Config = CalypsoConfig
+    sample_events: ClassVar[tuple[str, ...]] = tuple(_SAMPLES)
+    config: CalypsoConfig
+
+    def verify(self, request: InboundRequest) -> None:
+        given = request.header("sign")
+        if not given:
+            raise bad_signature("Sign header missing")
+        if self.config.public_key and not same_text(self.config.public_key, request.header("key")):
+            raise bad_signature("Key header is not the configured public_key")
+        candidate = decode_signature(given, "hex")
+        if not candidate or not any_secret_matches(
+            self.config.secret_key, request.body, [candidate], "sha512"
+        ):
+            raise bad_signature("Sign matches no configured secret_key")
+        check_json_object(request.body)
+
+    def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
+        envelope = parse_json_object(request.body)
+        data = as_dict(envelope.get("data"))
+        event_type = scalar(first(envelope.get("eventType"), data.get("type")))
+        name = None if event_type is None else str(event_type)
+        fiat = data.get("fiatAmount")
+        # `fiatAmount` is a number in some events and an object in others.
+        fiat_amount = first(as_dict(fiat).get("amount"), as_dict(fiat).get("value")) if isinstance(fiat, dict) else fiat
+        fiat_currency = first(
+            data.get("fiatCurrency"), data.get("fiatcurrency"), as_dict(fiat).get("currency")
+        )
+        tx_hash = scalar(data.get("transactionHash"))
+        return [
+            self.event(
+                request,
+                dedupe_key=_dedupe_key(envelope, data, name, tx_hash, request.body),
+                type=_TYPES.get((name or "").upper(), "payment.other"),
+                provider_event=name,
+                occurred_at=safe_time(scalar(first(envelope.get("createdDate"), data.get("createdDate")))),
+                payment={
+                    "id": scalar(data.get("parentExternalId")),
+                    "reference": scalar(data.get("externalId")),
+                    "amount": scalar(data.get("amount")),
+                    "currency": scalar(data.get("currency")),
+                    "fiat_amount": scalar(fiat_amount),
+                    "fiat_currency": scalar(fiat_currency),
+                    "tx_hash": tx_hash,
+                    "description": scalar(first(data.get("description"), data.get("message"))),
+                },
+                data=envelope,
+            )
+        ]
+
+    def sample(self, event: str, now: float) -> SampleRequest:
+        event_type = _SAMPLES[event]
+        created = safe_time(now - 120) or ""
+        data: dict[str, Any] = {
+            "type": event_type,
+            "parentExternalId": 3,
+            "externalId": "order-1001",
+            "idempotencyKey": "5b0ca8da-6af4-4a1c-9efd-5cbfc19ace09",
+            "amount": Decimal("0.01"),
+            "currency": "ETH",
+            "fiatCurrency": "USD",
+            "fiatAmount": Decimal("25.40"),
+            "message": "Invoice example",
+            "createdDate": created.removesuffix("Z"),  # Calypso sends no zone
+        }
+        if event in ("pending", "paid"):
+            data["realAmount"] = Decimal("0.01")
+            data["transactionHash"] = "0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad43550bfbaf41bb1"
+        envelope = {
+            "requestId": "bf9348b7-2c14-46d7-868c-b597852da319",
+            "id": int(now * 1000) % 2_000_000_000,
+            "createdDate": (safe_time(now) or "").removesuffix("Z"),
+            "level": "SUCCESS",
+            "service": "INVOICE",
+            "eventType": event_type,
+            "data": data,
+        }
+        body = dumps(envelope)
+        headers = {
+            "Content-Type": "application/json",
+            "Sign": hmac_digest(self.config.secret_key[0], body, "sha512").hex(),
+        }
+        if self.config.public_key:
+            headers["Key"] = self.config.public_key
+        return SampleRequest(body=body, headers=headers)
+
+
+def _dedupe_key(
+    envelope: dict[str, Any], data: dict[str, Any], name: str | None, tx_hash: Any, body: bytes
+) -> str:
+    event_id = scalar(envelope.get("id"))
+    if event_id is not None and event_id != "":
+        return f"id:{event_id}"
+    invoice = scalar(data.get("parentExternalId"))
+    if invoice is not None:
+        return f"invoice:{invoice}:{name}:{tx_hash}"
+    return f"body:{body_digest(body)}"

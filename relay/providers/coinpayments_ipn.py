@@ -1,0 +1,152 @@
+"""CoinPayments legacy IPN (coinpayments.net): form-encoded POSTs signed in the `HMAC` header.
+
+Authentication: `HMAC` = lowercase hex HMAC-SHA512 of the raw form body, keyed with the IPN
+secret; then, as the official plugin does, the form must say `ipn_mode=hmac` and `merchant` must
+be the configured merchant id (so another merchant's correctly signed IPN is refused).
+
+Dedupe key: `txn_id` + `status` (+ the confirmation count when sent). One IPN per transaction and
+state; CoinPayments retries up to 10 times without order, and a retry carries the same fields.
+Not `ipn_id`: whether a retry keeps it is not documented, and `txn_id` + `status` is the
+information itself. A new confirmation count is new information (SPEC 4), so it is in the key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from urllib.parse import urlencode
+
+from pydantic import Field
+
+from relay.config.types import Secrets, SourceConfig
+from relay.events import PaymentEvent
+from relay.providers.base import (
+    InboundRequest,
+    Provider,
+    SampleRequest,
+    any_secret_matches,
+    bad_signature,
+    body_digest,
+    decode_signature,
+    first,
+    hmac_digest,
+    parse_form,
+    same_text,
+)
+
+# Status codes (official IPN page and plugin): < 0 failed/expired, >= 100 complete.
+_SAMPLE_STATUS = {"created": 0, "pending": 1, "paid": 2, "completed": 100, "expired": -1, "failed": -2}
+
+
+def status_type(status: str | None) -> str:
+    """The canonical type of an IPN `status` (a form string, e.g. "100")."""
+    try:
+        code = int((status or "").strip())
+    except ValueError:
+        return "payment.other"
+    if code >= 100:
+        return "payment.completed"  # "never ship until status >= 100": credited
+    return {
+        0: "payment.created",  # waiting for funds
+        1: "payment.pending",  # coins received, confirming
+        3: "payment.pending",  # PayPal pending
+        5: "payment.pending",  # in escrow
+        2: "payment.paid",  # queued for nightly payout: funds received
+        -1: "payment.expired",  # cancelled / timed out
+        -2: "payment.failed",  # PayPal refund or reversal
+    }.get(code, "payment.other")
+
+
+class CoinpaymentsIpnConfig(SourceConfig):
+    provider: Literal["coinpayments_ipn"]
+    ipn_secret: Secrets
+    merchant_id: str = Field(min_length=1)
+
+
+class CoinpaymentsIpnProvider(Provider):
+    kind = "coinpayments_ipn"
+    Config = CoinpaymentsIpnConfig
+    sample_events: ClassVar[tuple[str, ...]] = tuple(_SAMPLE_STATUS)
+    config: CoinpaymentsIpnConfig
+
+    def verify(self, request: InboundRequest) -> None:
+        given = request.header("hmac")
+        if not given:
+            raise bad_signature("HMAC header missing")
+        candidate = decode_signature(given, "hex")
+        if not candidate or not any_secret_matches(
+            self.config.ipn_secret, request.body, [candidate], "sha512"
+        ):
+            raise bad_signature("HMAC matches no configured ipn_secret")
+        form = parse_form(request.body)
+        if form.get("ipn_mode") != "hmac":
+            raise bad_signature("ipn_mode is not hmac")
+        if not same_text(self.config.merchant_id, form.get("merchant")):
+            raise bad_signature("merchant is not the configured merchant_id")
+
+    def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
+        form = parse_form(request.body)
+        status = form.get("status")
+        is_deposit = form.get("ipn_type") == "deposit"
+        currency = first(form.get("currency2"), form.get("currency"))
+        price_currency = form.get("currency1")
+        # amount1/currency1 is the price in the merchant's currency (usually fiat); it is only
+        # a second currency when it differs from the coin paid.
+        fiat = bool(price_currency) and price_currency != currency
+        txn_id = form.get("txn_id")
+        confirms = first(form.get("received_confirms"), form.get("confirms"))
+        if txn_id:
+            key = f"txn:{txn_id}:{status}:{confirms or ''}"
+        elif form.get("ipn_id"):
+            key = f"ipn:{form['ipn_id']}"
+        else:
+            key = f"body:{body_digest(request.body)}"
+        return [
+            self.event(
+                request,
+                dedupe_key=key,
+                type=status_type(status),
+                provider_event=status,
+                payment={
+                    "id": first(txn_id, form.get("deposit_id")),
+                    "reference": form.get("invoice"),
+                    "amount": first(form.get("amount2"), form.get("amount")),
+                    "currency": currency,
+                    "fiat_amount": form.get("amount1") if fiat else None,
+                    "fiat_currency": price_currency if fiat else None,
+                    # For deposits txn_id is the coin transaction; for payments it is CoinPayments' id.
+                    "tx_hash": txn_id if is_deposit else None,
+                    "confirmations": confirms,
+                    "description": first(form.get("item_name"), form.get("status_text")),
+                },
+                data=form,
+            )
+        ]
+
+    def sample(self, event: str, now: float) -> SampleRequest:
+        status = _SAMPLE_STATUS[event]
+        fields = {
+            "ipn_version": "1.0",
+            "ipn_type": "api",
+            "ipn_mode": "hmac",
+            "ipn_id": f"relaysample{int(now)}{status + 2}",
+            "merchant": self.config.merchant_id,
+            "txn_id": "CPXX1234RELAYSAMPLE",
+            "status": str(status),
+            "status_text": {0: "Waiting for buyer funds", 100: "Complete"}.get(status, "Sample"),
+            "currency1": "USD",
+            "currency2": "BTC",
+            "amount1": "10.00",
+            "amount2": "0.00025",
+            "invoice": "ORDER-1",
+            "item_name": "Sample order",
+            "received_amount": "0.00025" if status > 0 else "0",
+            "received_confirms": "3" if status > 0 else "0",
+        }
+        body = urlencode(fields).encode()
+        return SampleRequest(
+            body=body,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "HMAC": hmac_digest(self.config.ipn_secret[0], body, "sha512").hex(),
+            },
+        )

@@ -1,0 +1,220 @@
+"""CoinPayments v2: BOM-prefixed base64 HMAC-SHA256 over method, URL, client, timestamp and body."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.providers import PROVIDERS, InboundRequest, Rejected
+from relay.providers.coinpayments import CoinpaymentsProvider, signature
+from tests.conftest import TEST_SECRETS, make_config
+
+DATA = Path(__file__).parent / "data" / "coinpayments"
+URL = "https://relay.example.com/hooks/coinpayments"
+CLIENT = "dc6a16e545c34187ba21a9edbbe484a5"
+SECRET = TEST_SECRETS["COINPAYMENTS_CLIENT_SECRET"]
+SOURCE = {
+    "provider": "coinpayments",
+    "client_id": CLIENT,
+    "client_secret": ["${COINPAYMENTS_CLIENT_SECRET}", "${COINPAYMENTS_CLIENT_SECRET_2}"],
+    "notification_url": URL,
+}
+CONFIG = {"sources": {"coinpayments": SOURCE}}
+BODY = (DATA / "invoice_created_docs.json").read_bytes()
+
+
+def stamp(moment: float | None = None) -> str:
+    return datetime.fromtimestamp(moment or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def headers(body: bytes, secret: str = SECRET, when: str | None = None, client: str = CLIENT) -> dict[str, str]:
+    when = when or stamp()
+    return {
+        "Content-Type": "application/json",
+        "X-CoinPayments-Client": client,
+        "X-CoinPayments-Timestamp": when,
+        "X-CoinPayments-Signature": signature(secret, URL, client, when, body),
+    }
+
+
+def provider(**overrides: Any) -> CoinpaymentsProvider:
+    loaded = make_config({"sources": {"cp": {**SOURCE, **overrides}}})
+    made = PROVIDERS["coinpayments"]("cp", loaded.config.sources["cp"])
+    assert isinstance(made, CoinpaymentsProvider)
+    return made
+
+
+def normalize(body: bytes) -> Any:
+    (event,) = provider().normalize(InboundRequest(source="cp", body=body, headers={}, received_at=1.0))
+    return event
+
+
+async def test_valid_request_is_stored(ingress: Any, redis: Any) -> None:
+    """A correctly signed webhook is answered 200 and queued."""
+    client = await ingress(CONFIG)
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY))
+    assert response.status == 200
+    assert (await response.json())["ok"] is True
+    assert await redis.zcard("relay:queue") == 1
+
+
+async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
+    """A body changed after signing is 401 bad_signature and nothing is stored."""
+    client = await ingress(CONFIG)
+    tampered = BODY.replace(b"Unpaid", b"Paid!!")
+    response = await client.post("/hooks/coinpayments", data=tampered, headers=headers(BODY))
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
+    """A signature made with another client secret is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, secret="nope"))
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_missing_signature_header_is_rejected(ingress: Any, redis: Any) -> None:
+    """A request without X-CoinPayments-Signature is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    sent = headers(BODY)
+    del sent["X-CoinPayments-Signature"]
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=sent)
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_other_client_id_is_rejected(ingress: Any, redis: Any) -> None:
+    """A request correctly signed for another integration client is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    other = "00000000000000000000000000000000"
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, client=other))
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_stale_timestamp_is_rejected(ingress: Any, redis: Any) -> None:
+    """A correctly signed request ten minutes old is 401 stale_timestamp and nothing is stored."""
+    client = await ingress(CONFIG)
+    old = stamp(time.time() - 600)
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, when=old))
+    assert response.status == 401
+    assert await response.json() == {"error": "stale_timestamp"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_second_secret_verifies(ingress: Any, redis: Any) -> None:
+    """During rotation the second configured client secret verifies too."""
+    client = await ingress(CONFIG)
+    second = TEST_SECRETS["COINPAYMENTS_CLIENT_SECRET_2"]
+    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, secret=second))
+    assert response.status == 200
+    assert await redis.zcard("relay:queue") == 1
+
+
+def test_signed_url_is_the_configured_one_not_the_request_host() -> None:
+    """A signature over another URL fails even if that is where the request arrived."""
+    when = stamp()
+    sent = headers(BODY, when=when)
+    sent["X-CoinPayments-Signature"] = signature(SECRET, "http://127.0.0.1:8000/hooks/cp", CLIENT, when, BODY)
+    request = InboundRequest(source="cp", body=BODY, headers={k.lower(): v for k, v in sent.items()})
+    with pytest.raises(Rejected) as rejected:
+        provider().verify(request)
+    assert rejected.value.error == "bad_signature"
+
+
+def test_dashed_client_id_in_config_matches_undashed_header() -> None:
+    """A client id configured as the dashboard's dashed UUID matches the header's 32 hex digits."""
+    dashed = "dc6a16e5-45c3-4187-ba21-a9edbbe484a5"
+    sent = {k.lower(): v for k, v in headers(BODY).items()}
+    provider(client_id=dashed).verify(InboundRequest(source="cp", body=BODY, headers=sent))
+
+
+def test_tolerance_is_configurable() -> None:
+    """`timestamp_tolerance: 1h` accepts a request signed ten minutes ago."""
+    sent = {k.lower(): v for k, v in headers(BODY, when=stamp(time.time() - 600)).items()}
+    provider(timestamp_tolerance="1h").verify(InboundRequest(source="cp", body=BODY, headers=sent))
+
+
+def test_docs_example_normalizes() -> None:
+    """The docs' InvoiceCreated example becomes payment.created with the invoice's ids."""
+    event = normalize(BODY)
+    assert event.type == "payment.created"
+    assert event.provider_event == "InvoiceCreated"
+    assert event.payment.id == "2008d68d-0f66-44ec-8500-68d054b882b9"
+    assert event.payment.reference == "0067"
+    assert event.occurred_at == "2024-07-01T11:04:06.803Z"
+    assert event.data == orjson.loads(BODY)
+
+
+def test_minor_unit_amount_stays_in_data_only() -> None:
+    """An integer minor-unit total is kept in `data` and not guessed into payment.amount."""
+    event = normalize(BODY)
+    assert event.payment.amount is None
+    assert event.data["invoice"]["amount"]["total"] == 10000
+
+
+def test_vector_body_normalizes_to_completed() -> None:
+    """The reference's InvoiceCompleted vector body becomes payment.completed."""
+    event = normalize((DATA / "invoice_completed_vector.json").read_bytes())
+    assert event.type == "payment.completed"
+    assert event.payment.reference == "0067"
+
+
+def test_event_names_match_in_any_case() -> None:
+    """invoicePaid, InvoicePaid and INVOICEPAID all become payment.paid."""
+    for name in ("invoicePaid", "InvoicePaid", "INVOICEPAID"):
+        body = orjson.dumps({"id": "n1", "type": name, "invoice": {"id": "i1"}})
+        assert normalize(body).type == "payment.paid"
+
+
+def test_full_event_table() -> None:
+    """Every documented invoice and payment event maps per SPEC 4; wallet events are other."""
+    expected = {
+        "invoiceCreated": "payment.created",
+        "paymentCreated": "payment.created",
+        "invoicePending": "payment.pending",
+        "invoicePaid": "payment.paid",
+        "invoiceCompleted": "payment.completed",
+        "invoiceCancelled": "payment.cancelled",
+        "invoiceTimedOut": "payment.expired",
+        "paymentTimedOut": "payment.expired",
+        "utxoExternalReceive": "payment.other",
+    }
+    for name, kind in expected.items():
+        assert normalize(orjson.dumps({"id": "n", "type": name, "invoice": {"id": "i"}})).type == kind
+
+
+def test_redelivery_with_new_notification_id_is_the_same_event() -> None:
+    """A re-delivery whose top-level id changed but whose invoice did not keeps its event id."""
+    first = orjson.loads(BODY)
+    second = {**first, "id": "ffffffffffffffffffffffffffffffff", "timestamp": "2024-07-01T11:05:00+00:00"}
+    assert normalize(orjson.dumps(first)).id == normalize(orjson.dumps(second)).id
+
+
+def test_new_invoice_state_is_a_new_event() -> None:
+    """The same event type carrying a changed invoice (e.g. a new confirmation) is a new event."""
+    first = orjson.loads(BODY)
+    changed = {**first, "invoice": {**first["invoice"], "payments": [{"confirmations": 2}]}}
+    assert normalize(orjson.dumps(first)).id != normalize(orjson.dumps(changed)).id
+
+
+def test_wallet_notification_keeps_decimal_amount() -> None:
+    """A wallet notification's decimal-string amount, hash and confirmations are read."""
+    body = orjson.dumps(
+        {"type": "utxoExternalReceive", "walletId": "w1", "transactionId": "t1", "txHash": "ab12",
+         "amount": "0.00150000", "confirmations": 2}
+    )
+    event = normalize(body)
+    assert (event.type, event.payment.id, event.payment.amount) == ("payment.other", "t1", "0.00150000")
+    assert (event.payment.tx_hash, event.payment.confirmations) == ("ab12", 2)
