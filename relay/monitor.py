@@ -171,8 +171,8 @@ class Snapshot:
             "retry_scan_truncated": self.retry_scan_truncated,
         }
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2)
+    def to_json(self, indent: bool = True) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 if indent else 0)
 
 
 def _sink_dict(sink: SinkStatus) -> dict[str, Any]:
@@ -193,6 +193,31 @@ def _sink_dict(sink: SinkStatus) -> dict[str, Any]:
 def _finite(value: float | None) -> float | str | None:
     # JSON has no Infinity: say "+Inf" like Prometheus does.
     return "+Inf" if value == float("inf") else value
+
+
+# --- formatting (shared by the CLI and the status page) -----------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: 850ms, 42s, 17m, 3.5h, 2.1d; "-" for none, "> 1d" overflow."""
+    if seconds is None:
+        return "-"
+    if seconds == float("inf"):
+        return f"> {duration(LATENCY_BUCKETS[-1])}"
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def ago(at: float | None, now: float) -> str:
+    return "never" if at is None else f"{duration(now - at)} ago"
 
 
 # --- reading ------------------------------------------------------------------------------

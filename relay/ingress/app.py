@@ -10,6 +10,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from relay.config.model import LoadedConfig
+from relay.ingress import admin
 from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
 from relay.keys import Keys
 from relay.logs import get_logger
@@ -121,4 +122,5 @@ def create_app(loaded: LoadedConfig) -> web.Application:
     app.router.add_post("/hooks/{source}/{token}", receive_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    admin.add_routes(app)
     return app

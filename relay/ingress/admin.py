@@ -1,0 +1,293 @@
+"""The ingress's admin routes (SPEC 8): `/metrics` for Prometheus and the `/status` page.
+
+Both read one `relay.monitor` snapshot from Redis per request, so every web dyno reports the
+whole system. When `admin.token` is set they need `Authorization: Bearer <token>`; the page
+and its JSON also take `?token=` so a phone's browser can open a bookmarked URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import secrets
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
+
+from relay import __version__
+# The module, not its names: app.py imports this module, and either may be imported first.
+from relay.ingress import app as ingress
+from relay.monitor import (
+    BUCKET_LABELS,
+    DELIVERY_OUTCOMES,
+    INBOUND_OUTCOMES,
+    Snapshot,
+    ago,
+    duration,
+    take_snapshot,
+)
+
+SNAPSHOT_TIMEOUT_S = 5.0  # a scrape must not hang on a sick Redis (Prometheus times out at 10 s)
+PAGE_REFRESH_S = 5
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status_page)
+    app.router.add_get("/status.json", status_json)
+
+
+# --- access -------------------------------------------------------------------------------
+
+
+def _authorized(request: web.Request, allow_query: bool) -> bool:
+    """Open when no token is configured; else the bearer token (or `?token=` where allowed),
+    compared in constant time."""
+    expected = request.app[ingress.CONFIG].config.admin.token
+    if not expected:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    candidates = [given.strip()] if scheme.lower() == "bearer" else []
+    if allow_query and "token" in request.query:
+        candidates.append(request.query["token"])
+    # Compare every candidate (no short-circuit on the first) so timing says nothing either.
+    results = [hmac.compare_digest(c.encode(), expected.encode()) for c in candidates]
+    return any(results)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "unauthorized", "hint": "send Authorization: Bearer <admin.token>"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="payrelay"', "Cache-Control": "no-store"},
+    )
+
+
+async def _snapshot(request: web.Request) -> Snapshot:
+    async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
+        return await take_snapshot(request.app[ingress.REDIS], request.app[ingress.CONFIG].config)
+
+
+# --- /metrics -----------------------------------------------------------------------------
+
+
+class SnapshotCollector:
+    """A prometheus_client Collector that yields the metric families of one snapshot."""
+
+    def __init__(self, snapshot: Snapshot, sources: list[str], sinks: list[str]):
+        self.snapshot = snapshot
+        self.configured_sources = sources
+        self.configured_sinks = sinks
+
+    def collect(self) -> list[Metric]:
+        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers()]
+
+    def _queue(self) -> list[Metric]:
+        snap = self.snapshot
+        depth = GaugeMetricFamily("relay_queue_depth", "Jobs in the queue by state: waiting "
+                                  "(runnable now), scheduled (retries, later), in_progress.",
+                                  labels=["state"])
+        depth.add_metric(["waiting"], snap.queue.waiting)
+        depth.add_metric(["scheduled"], snap.queue.scheduled)
+        depth.add_metric(["in_progress"], snap.queue.in_progress)
+        oldest = GaugeMetricFamily("relay_queue_oldest_age_seconds",
+                                   "Age of the oldest job waiting to run (0 when none waits).")
+        oldest.add_metric([], snap.queue.oldest_waiting_age_s or 0.0)
+        dlq = GaugeMetricFamily("relay_dlq_size", "Entries in the dead-letter queue.")
+        dlq.add_metric([], snap.dlq_size)
+        return [depth, oldest, dlq]
+
+    def _inbound(self) -> list[Metric]:
+        inbound = CounterMetricFamily("relay_inbound_total", "Webhooks received, by source and "
+                                      "outcome (stored, duplicate, no_event, dead_lettered or "
+                                      "the rejection error).", labels=["source", "outcome"])
+        events = CounterMetricFamily("relay_events_total", "Canonical events normalized, by "
+                                     "source and type.", labels=["source", "type"])
+        dups = CounterMetricFamily("relay_event_duplicates_total", "Semantic duplicate events "
+                                   "dropped, by source.", labels=["source"])
+        for source in self.snapshot.sources:
+            # Zero series for configured sources, so rate() works from the first webhook on.
+            counts = {"stored": 0, "duplicate": 0} if source.configured else {}
+            counts.update(source.inbound)
+            for outcome, n in sorted(counts.items()):
+                inbound.add_metric([source.name, outcome], n)
+            for kind, n in sorted(source.events.items()):
+                events.add_metric([source.name, kind], n)
+            dups.add_metric([source.name], source.duplicates)
+        return [inbound, events, dups]
+
+    def _sinks(self) -> list[Metric]:
+        deliveries = CounterMetricFamily("relay_deliveries_total", "Delivery attempts by sink "
+                                         "and outcome (delivered, retry, rate_limited, failed: "
+                                         "dead-lettered).", labels=["sink", "outcome"])
+        latency = HistogramMetricFamily("relay_delivery_latency_seconds", "From receipt of the "
+                                        "webhook to delivery to the sink.", labels=["sink"])
+        retrying = GaugeMetricFamily("relay_sink_retrying", "Deliveries scheduled to be tried "
+                                     "again, by sink.", labels=["sink"])
+        gone = GaugeMetricFamily("relay_sink_gone", "1 when the sink's endpoint answered 404/410.",
+                                 labels=["sink"])
+        last_ok = GaugeMetricFamily("relay_sink_last_success_timestamp_seconds",
+                                    "Unix time of the last delivery to the sink.", labels=["sink"])
+        last_err = GaugeMetricFamily("relay_sink_last_error_timestamp_seconds",
+                                     "Unix time of the last failed attempt.", labels=["sink"])
+        for sink in self.snapshot.sinks:
+            for outcome in DELIVERY_OUTCOMES:
+                deliveries.add_metric([sink.name, outcome], getattr(sink, outcome))
+            cumulative, buckets = 0, []
+            for label, n in zip(BUCKET_LABELS, sink.latency.buckets, strict=True):
+                cumulative += n  # Redis keeps per-bucket counts; Prometheus wants le-cumulative
+                buckets.append((label, cumulative))
+            latency.add_metric([sink.name], buckets, sink.latency.sum)
+            retrying.add_metric([sink.name], sink.retrying_now)
+            gone.add_metric([sink.name], int(sink.gone))
+            if sink.last_ok_at is not None:
+                last_ok.add_metric([sink.name], sink.last_ok_at)
+            if sink.last_error_at is not None:
+                last_err.add_metric([sink.name], sink.last_error_at)
+        return [deliveries, latency, retrying, gone, last_ok, last_err]
+
+    def _workers(self) -> list[Metric]:
+        workers = GaugeMetricFamily("relay_workers", "Worker processes with a live heartbeat.")
+        workers.add_metric([], len(self.snapshot.workers))
+        rejections = GaugeMetricFamily("relay_recent_rejections", "Entries in the capped list "
+                                       "of recent rejections shown by `relay status`.")
+        rejections.add_metric([], len(self.snapshot.rejections))
+        info = GaugeMetricFamily("relay_build_info", "The relay's version.", labels=["version"])
+        info.add_metric([__version__], 1)
+        return [workers, rejections, info]
+
+
+def render_metrics(snapshot: Snapshot, sources: list[str], sinks: list[str]) -> bytes:
+    # A registry per scrape: the collector is the snapshot; nothing lives in process memory.
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(snapshot, sources, sinks))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    if not _authorized(request, allow_query=False):
+        return _unauthorized()
+    try:
+        snapshot = await _snapshot(request)
+    except (RedisError, OSError, TimeoutError) as exc:
+        # A failed scrape (up == 0 in Prometheus) is the honest answer: no stale figures.
+        return web.Response(status=503, text=f"redis unavailable: {type(exc).__name__}\n",
+                            headers={"Retry-After": "5"})
+    config = request.app[ingress.CONFIG].config
+    body = render_metrics(snapshot, list(config.sources), list(config.sinks))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
+                                            "Cache-Control": "no-store"})
+
+
+# --- /status and /status.json -------------------------------------------------------------
+
+
+async def status_json(request: web.Request) -> web.Response:
+    if not _authorized(request, allow_query=True):
+        return _unauthorized()
+    try:
+        snapshot = await _snapshot(request)
+    except (RedisError, OSError, TimeoutError):
+        return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "5"})
+    return web.Response(body=snapshot.to_json(indent=False), content_type="application/json",
+                        headers=_private_headers())
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=True,  # every figure, name, reason and error text is escaped
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["duration"] = duration
+    env.filters["iso"] = _iso
+    return env
+
+
+
+def _iso(at: float | None) -> str:
+    if at is None:
+        return ""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _private_headers(nonce: str | None = None) -> dict[str, str]:
+    headers = {
+        "Cache-Control": "no-store",
+        # The page URL may carry ?token=: never send it to another site in a Referer.
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+    if nonce is not None:
+        headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'"
+        )
+    return headers
+
+
+def page_context(snapshot: Snapshot | None, error: str | None) -> dict[str, Any]:
+    """What the template shows, with the judgement calls (overall state, badges) made here."""
+    now = snapshot.taken_at if snapshot else time.time()
+    context: dict[str, Any] = {"snapshot": snapshot, "error": error, "now": now, "ago": ago,
+                               "version": __version__, "refresh_s": PAGE_REFRESH_S,
+                               "inbound_outcomes": INBOUND_OUTCOMES}
+    if snapshot is None:
+        context.update(state="down", state_text="Redis unreachable")
+    else:
+        context.update(_overall(snapshot))
+    return context
+
+
+def _overall(snapshot: Snapshot) -> dict[str, str]:
+    if not snapshot.workers:
+        return {"state": "down", "state_text": "No worker running"}
+    if any(s.gone for s in snapshot.sinks):
+        return {"state": "warn", "state_text": "A sink is gone"}
+    if any(not s.healthy for s in snapshot.sinks) or snapshot.dlq_size:
+        return {"state": "warn", "state_text": "Degraded"}
+    return {"state": "ok", "state_text": "All systems normal"}
+
+
+async def status_page(request: web.Request) -> web.Response:
+    if not _authorized(request, allow_query=True):
+        return _unauthorized()
+    snapshot: Snapshot | None = None
+    error: str | None = None
+    try:
+        snapshot = await _snapshot(request)
+    except (RedisError, OSError, TimeoutError) as exc:
+        error = f"Redis unreachable ({type(exc).__name__}); figures will return when it answers."
+    context = page_context(snapshot, error)
+    status = 200 if snapshot is not None else 503
+    if request.query.get("partial") == "1":
+        # The page's script swaps this fragment in every few seconds: one template, no
+        # client-side rendering to keep in step with it.
+        body = _environment().get_template("status_body.html").render(context)
+        return web.Response(text=body, status=status, content_type="text/html",
+                            headers=_private_headers())
+    nonce = secrets.token_urlsafe(16)
+    body = _environment().get_template("status.html").render(context, nonce=nonce)
+    return web.Response(text=body, status=status, content_type="text/html",
+                        headers=_private_headers(nonce))

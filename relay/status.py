@@ -1,0 +1,196 @@
+"""`relay status [--json] [--watch]`: queue depth and delivery health on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.exceptions import RedisError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from relay.config.model import LoadedConfig
+from relay.monitor import Snapshot, ago, duration, take_snapshot
+from relay.redis import connect
+
+WATCH_INTERVAL_S = 2.0
+REDIS_TIMEOUT_S = 3.0  # a status command should fail fast, not ride out a long outage
+REJECTIONS_SHOWN = 10
+
+
+def run_status(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool) -> int:
+    """Print the snapshot (a table, or JSON); with `watch`, refresh until Ctrl-C. 1: no Redis."""
+    try:
+        return asyncio.run(_run(loaded, redis_url, as_json, watch))
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how --watch ends
+
+
+async def _run(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool) -> int:
+    redis = connect(redis_url, timeout=REDIS_TIMEOUT_S, retry=False)
+    try:
+        try:
+            snapshot = await take_snapshot(redis, loaded.config)
+        except (RedisError, OSError) as exc:
+            print(f"relay status: cannot reach Redis at {redact_url(redis_url)}: {exc}",
+                  file=sys.stderr)
+            return 1
+        if as_json and not watch:
+            sys.stdout.write(snapshot.to_json().decode() + "\n")
+            return 0
+        console = Console()
+        if not watch:
+            console.print(render(snapshot))
+            return 0
+        await _watch(redis, loaded, snapshot, console, as_json)
+        return 0
+    finally:
+        await redis.aclose()
+
+
+async def _watch(redis: Any, loaded: LoadedConfig, snapshot: Snapshot, console: Console,
+                 as_json: bool) -> None:
+    if as_json:  # one JSON document per line per refresh: easy to pipe into jq or a log
+        while True:
+            sys.stdout.write(snapshot.to_json(indent=False).decode() + "\n")
+            sys.stdout.flush()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            snapshot = await take_snapshot(redis, loaded.config)
+    with Live(render(snapshot), console=console, auto_refresh=False, screen=False) as live:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                snapshot = await take_snapshot(redis, loaded.config)
+                live.update(render(snapshot), refresh=True)
+            except (RedisError, OSError) as exc:
+                # Keep watching through a Redis blip; say so instead of showing stale figures.
+                live.update(Group(render(snapshot), Text(f"Redis unreachable: {exc}",
+                                                         style="bold red")), refresh=True)
+
+
+def redact_url(url: str) -> str:
+    """The Redis URL without its password (Heroku's REDIS_URL carries one)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+def render(snapshot: Snapshot) -> Group:
+    """The whole report: queue, sinks, sources, workers, recent rejections."""
+    parts: list[Any] = [_queue_table(snapshot), _sinks_table(snapshot), _sources_table(snapshot),
+                        _workers_table(snapshot)]
+    if snapshot.rejections:
+        parts.append(_rejections_table(snapshot))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
+    parts.append(Text(f"prefix {snapshot.prefix!r} · {when}", style="dim"))
+    return Group(*parts)
+
+
+def _queue_table(snapshot: Snapshot) -> Table:
+    queue = snapshot.queue
+    table = Table(title="Queue", title_justify="left", show_header=True)
+    for column in ("waiting", "scheduled", "in progress", "oldest waiting", "dead letters"):
+        table.add_column(column, justify="right")
+    oldest = duration(queue.oldest_waiting_age_s) if queue.oldest_waiting_age_s is not None else "-"
+    dlq = Text(str(snapshot.dlq_size), style="bold red" if snapshot.dlq_size else "")
+    table.add_row(str(queue.waiting), str(queue.scheduled), str(queue.in_progress), oldest, dlq)
+    return table
+
+
+def _sinks_table(snapshot: Snapshot) -> Table:
+    now = snapshot.taken_at
+    table = Table(title="Sinks", title_justify="left")
+    table.add_column("sink")
+    table.add_column("state")
+    for column in ("delivered", "retrying", "failed", "rate-limited", "p50", "p95"):
+        table.add_column(column, justify="right")
+    table.add_column("last success")
+    table.add_column("last error", overflow="fold", max_width=60)
+    if snapshot.retry_scan_truncated:
+        table.caption = "retrying counts are partial: too many scheduled jobs to scan"
+    for sink in snapshot.sinks:
+        state = _sink_state(sink)
+        error = "-"
+        if sink.last_error:
+            status = f"HTTP {sink.last_status}: " if sink.last_status and \
+                str(sink.last_status) not in sink.last_error else ""
+            error = f"{status}{sink.last_error} ({ago(sink.last_error_at, now)})"
+        name = sink.name if sink.configured else f"{sink.name} (not configured)"
+        table.add_row(
+            name, state, str(sink.delivered), str(sink.retrying_now),
+            Text(str(sink.failed), style="red" if sink.failed else ""), str(sink.rate_limited),
+            duration(sink.latency.quantile(0.5)), duration(sink.latency.quantile(0.95)),
+            ago(sink.last_ok_at, now), Text(error, style="red" if not sink.healthy else "dim"),
+        )
+    return table
+
+
+def _sink_state(sink: Any) -> Text:
+    if sink.gone:
+        return Text("GONE", style="bold red")
+    if not sink.healthy:
+        return Text("failing", style="yellow")
+    if sink.last_ok_at is None:
+        return Text("idle", style="dim")
+    return Text("ok", style="green")
+
+
+def _sources_table(snapshot: Snapshot) -> Table:
+    table = Table(title="Sources", title_justify="left")
+    table.add_column("source")
+    for column in ("stored", "duplicate", "rejected", "events", "dup. events"):
+        table.add_column(column, justify="right")
+    table.add_column("rejections by reason")
+    for source in snapshot.sources:
+        reasons = ", ".join(f"{k} {n}" for k, n in sorted(source.inbound.items())
+                            if k not in ("stored", "duplicate", "no_event", "dead_lettered"))
+        table.add_row(
+            source.name if source.configured else f"{source.name} (not configured)",
+            str(source.stored), str(source.inbound.get("duplicate", 0)),
+            Text(str(source.rejected), style="yellow" if source.rejected else ""),
+            str(sum(source.events.values())), str(source.duplicates), reasons or "-",
+        )
+    return table
+
+
+def _workers_table(snapshot: Snapshot) -> Table:
+    now = snapshot.taken_at
+    table = Table(title=f"Workers ({len(snapshot.workers)} alive)", title_justify="left")
+    for column, justify in (("worker", "left"), ("running", "right"), ("completed", "right"),
+                            ("up", "right"), ("last beat", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for worker in snapshot.workers:
+        up = duration(now - worker.started_at) if worker.started_at else "-"
+        table.add_row(Text(worker.id), str(worker.running), str(worker.complete), up,
+                      ago(worker.at, now))
+    if not snapshot.workers:
+        table.add_row(Text("no worker is running: nothing is being delivered", style="bold red"),
+                      "", "", "", "")
+    return table
+
+
+def _rejections_table(snapshot: Snapshot) -> Table:
+    now = snapshot.taken_at
+    table = Table(title="Recent rejections (newest first)", title_justify="left")
+    for column in ("when", "source", "status", "error", "reason", "client"):
+        table.add_column(column, overflow="fold")
+    for rejection in snapshot.rejections[:REJECTIONS_SHOWN]:
+        # Text(), not markup: a source name or reason comes from the request and may hold '['.
+        table.add_row(ago(rejection.at, now), Text(rejection.source), str(rejection.status),
+                      Text(rejection.error), Text(rejection.reason), Text(rejection.client_ip))
+    return table
