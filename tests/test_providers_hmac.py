@@ -1,0 +1,234 @@
+"""Generic raw-body HMAC sources: BTCPay Server and Coinbase Commerce configured with no code."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.config.model import ConfigError
+from relay.providers import PROVIDERS, InboundRequest, Rejected
+from relay.providers.hmac import HmacProvider
+from tests.conftest import TEST_SECRETS, make_config
+
+DATA = Path(__file__).parent / "data" / "hmac"
+SECRET = TEST_SECRETS["HMAC_WEBHOOK_SECRET"]
+
+# SPEC 5's BTCPay example, verbatim.
+BTCPAY = {
+    "provider": "hmac",
+    "algorithm": "sha256",
+    "secret": "${BTCPAY_WEBHOOK_SECRET}",
+    "signature_header": "BTCPay-Sig",
+    "signature_prefix": "sha256=",
+    "encoding": "hex",
+    "fields": {"payment_id": "invoiceId", "event": "type", "reference": "metadata.orderId"},
+    "event_types": {
+        "InvoiceCreated": "payment.created",
+        "InvoiceReceivedPayment": "payment.pending",
+        "InvoiceProcessing": "payment.paid",
+        "InvoiceSettled": "payment.completed",
+        "InvoiceExpired": "payment.expired",
+        "InvoiceInvalid": "payment.failed",
+    },
+}
+COINBASE = {
+    "provider": "hmac",
+    "secret": "${COINBASE_WEBHOOK_SECRET}",
+    "signature_header": "X-CC-Webhook-Signature",
+    "fields": {
+        "event_id": "event.id",
+        "event": "event.type",
+        "payment_id": "event.data.code",
+        "reference": "event.data.metadata.order_id",
+        "fiat_amount": "event.data.pricing.local.amount",
+        "fiat_currency": "event.data.pricing.local.currency",
+        "occurred_at": "event.created_at",
+    },
+    "event_types": {
+        "charge:created": "payment.created",
+        "charge:pending": "payment.pending",
+        "charge:confirmed": "payment.completed",
+        "charge:failed": "payment.failed",
+        "charge:delayed": "payment.review",
+        "charge:resolved": "payment.completed",
+    },
+}
+GENERIC = {
+    "provider": "hmac",
+    "algorithm": "sha512",
+    "secret": ["${HMAC_WEBHOOK_SECRET}", "${HMAC_WEBHOOK_SECRET_2}"],
+    "signature_header": "X-Signature",
+    "encoding": "base64",
+    "fields": {"payment_id": "id", "event": "status"},
+    "event_types": {"done": "payment.completed"},
+}
+CONFIG = {"sources": {"btcpay": BTCPAY, "coinbase": COINBASE, "generic": GENERIC}}
+BTCPAY_BODY = (DATA / "btcpay_invoice_settled.json").read_bytes()
+COINBASE_BODY = (DATA / "coinbase_charge_confirmed.json").read_bytes()
+GENERIC_BODY = b'{"id": "p1", "status": "done"}'
+
+
+def hex_sig(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def btcpay_headers(body: bytes, secret: str = TEST_SECRETS["BTCPAY_WEBHOOK_SECRET"]) -> dict[str, str]:
+    return {"Content-Type": "application/json", "BTCPay-Sig": "sha256=" + hex_sig(secret, body)}
+
+
+def generic_headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
+    digest = hmac.new(secret.encode(), body, hashlib.sha512).digest()
+    return {"Content-Type": "application/json", "X-Signature": base64.b64encode(digest).decode()}
+
+
+def provider(name: str) -> HmacProvider:
+    made = PROVIDERS["hmac"](name, make_config(CONFIG).config.sources[name])
+    assert isinstance(made, HmacProvider)
+    return made
+
+
+def normalize(name: str, body: bytes) -> Any:
+    (event,) = provider(name).normalize(InboundRequest(source=name, body=body, headers={}, received_at=1.0))
+    return event
+
+
+async def test_btcpay_request_is_stored(ingress: Any, redis: Any) -> None:
+    """A BTCPay-Sig signed webhook is answered 200 and queued."""
+    client = await ingress(CONFIG)
+    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY))
+    assert response.status == 200
+    assert await redis.zcard("relay:queue") == 1
+
+
+async def test_coinbase_request_is_stored(ingress: Any, redis: Any) -> None:
+    """An X-CC-Webhook-Signature signed webhook is answered 200 and queued."""
+    client = await ingress(CONFIG)
+    sent = {"X-CC-Webhook-Signature": hex_sig(TEST_SECRETS["COINBASE_WEBHOOK_SECRET"], COINBASE_BODY)}
+    response = await client.post("/hooks/coinbase", data=COINBASE_BODY, headers=sent)
+    assert response.status == 200
+    assert await redis.zcard("relay:queue") == 1
+
+
+async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
+    """A body changed after signing is 401 bad_signature and nothing is stored."""
+    client = await ingress(CONFIG)
+    tampered = BTCPAY_BODY.replace(b"order-1001", b"order-1002")
+    response = await client.post("/hooks/btcpay", data=tampered, headers=btcpay_headers(BTCPAY_BODY))
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
+    """A body signed with another secret is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY, "nope"))
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_missing_signature_header_is_rejected(ingress: Any, redis: Any) -> None:
+    """A request without the configured signature header is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers={"Content-Type": "application/json"})
+    assert response.status == 401
+    assert await response.json() == {"error": "bad_signature"}
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_missing_prefix_is_rejected(ingress: Any, redis: Any) -> None:
+    """A right digest without the configured `sha256=` prefix is 401 bad_signature."""
+    client = await ingress(CONFIG)
+    sent = {"BTCPay-Sig": hex_sig(TEST_SECRETS["BTCPAY_WEBHOOK_SECRET"], BTCPAY_BODY)}
+    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers=sent)
+    assert response.status == 401
+    assert await redis.zcard("relay:queue") == 0
+
+
+async def test_second_secret_verifies(ingress: Any, redis: Any) -> None:
+    """During rotation the second configured secret verifies too (sha512, base64 source)."""
+    client = await ingress(CONFIG)
+    sent = generic_headers(GENERIC_BODY, TEST_SECRETS["HMAC_WEBHOOK_SECRET_2"])
+    response = await client.post("/hooks/generic", data=GENERIC_BODY, headers=sent)
+    assert response.status == 200
+
+
+def test_sha1_is_supported() -> None:
+    """`algorithm: sha1` verifies an HMAC-SHA1 signature."""
+    config = {"sources": {"s": {**GENERIC, "algorithm": "sha1", "encoding": "hex"}}}
+    made = PROVIDERS["hmac"]("s", make_config(config).config.sources["s"])
+    sig = hmac.new(SECRET.encode(), GENERIC_BODY, hashlib.sha1).hexdigest()
+    made.verify(InboundRequest(source="s", body=GENERIC_BODY, headers={"x-signature": sig}))
+
+
+def test_btcpay_payload_normalizes() -> None:
+    """BTCPay's InvoiceSettled becomes payment.completed with its invoice and order ids."""
+    event = normalize("btcpay", BTCPAY_BODY)
+    assert (event.type, event.provider_event) == ("payment.completed", "InvoiceSettled")
+    assert (event.payment.id, event.payment.reference) == ("W1d4Zq7rL3m8Pj2Xy9Tb5", "order-1001")
+    assert event.occurred_at == "2024-09-13T17:33:05Z"
+    assert event.data == orjson.loads(BTCPAY_BODY)
+
+
+def test_coinbase_payload_normalizes() -> None:
+    """Coinbase's charge:confirmed becomes payment.completed with nested fields read."""
+    event = normalize("coinbase", COINBASE_BODY)
+    assert (event.type, event.provider_event) == ("payment.completed", "charge:confirmed")
+    assert (event.payment.id, event.payment.reference) == ("66BEOV2A", "order-1001")
+    assert (event.payment.fiat_amount, event.payment.fiat_currency) == ("100.00", "USD")
+    assert event.occurred_at == "2024-09-13T17:33:05Z"
+
+
+def test_unlisted_event_is_other() -> None:
+    """A BTCPay event that event_types does not list becomes payment.other."""
+    body = orjson.dumps({**orjson.loads(BTCPAY_BODY), "type": "InvoicePaymentSettled"})
+    assert normalize("btcpay", body).type == "payment.other"
+
+
+def test_event_id_field_is_the_dedupe_key() -> None:
+    """With `fields.event_id`, the same event id is one event and another id another one."""
+    first = orjson.loads(COINBASE_BODY)
+    retry = {**first, "attempt_number": 2}
+    other = {**first, "event": {**first["event"], "id": "another"}}
+    one = normalize("coinbase", COINBASE_BODY).id
+    assert one == normalize("coinbase", orjson.dumps(retry)).id
+    assert one != normalize("coinbase", orjson.dumps(other)).id
+
+
+def test_without_event_id_payment_and_event_are_the_key() -> None:
+    """Without `fields.event_id`, a redelivery with a new deliveryId is the same event."""
+    redelivery = {**orjson.loads(BTCPAY_BODY), "deliveryId": "new", "isRedelivery": True}
+    assert normalize("btcpay", BTCPAY_BODY).id == normalize("btcpay", orjson.dumps(redelivery)).id
+
+
+def test_without_any_key_field_the_body_is_the_key() -> None:
+    """With neither payment id nor event in the payload, only identical bodies share an id."""
+    assert normalize("generic", b'{"a": 1}').id != normalize("generic", b'{"a": 2}').id
+    assert normalize("generic", b'{"a": 1}').id == normalize("generic", b'{"a": 1}').id
+
+
+def test_signature_header_name_is_validated() -> None:
+    """A `signature_header` that is not a header name is a config error."""
+    with pytest.raises(ConfigError):
+        make_config({"sources": {"s": {**GENERIC, "signature_header": "X Sig:"}}})
+
+
+def test_unknown_algorithm_is_a_config_error() -> None:
+    """Only sha256, sha512 and sha1 are accepted as `algorithm`."""
+    with pytest.raises(ConfigError):
+        make_config({"sources": {"s": {**GENERIC, "algorithm": "md5"}}})
+
+
+def test_base64_garbage_signature_is_rejected() -> None:
+    """A signature that is not valid in the configured encoding is 401, not an error."""
+    made = provider("generic")
+    with pytest.raises(Rejected) as rejected:
+        made.verify(InboundRequest(source="generic", body=GENERIC_BODY, headers={"x-signature": "%%%"}))
+    assert rejected.value.status == 401
