@@ -25,7 +25,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from relay import __version__
@@ -43,6 +42,9 @@ from relay.monitor import (
 
 SNAPSHOT_TIMEOUT_S = 5.0  # a scrape must not hang on a sick Redis (Prometheus times out at 10 s)
 PAGE_REFRESH_S = 5
+# The classic text format, which every Prometheus version parses; our names are all legacy-safe,
+# so the body is the same whatever prometheus-client calls "latest".
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -191,7 +193,7 @@ async def metrics(request: web.Request) -> web.Response:
                             headers={"Retry-After": "5"})
     config = request.app[ingress.CONFIG].config
     body = render_metrics(snapshot, list(config.sources), list(config.sinks))
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE,
                                             "Cache-Control": "no-store"})
 
 
