@@ -381,6 +381,7 @@ class SinkServer:
     # handling
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.time()  # before the body is read: when the request reached the server
         body = await request.read()
         record = Recorded(
             method=request.method,
@@ -388,7 +389,7 @@ class SinkServer:
             query=dict(request.query),
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
-            at=time.time(),
+            at=arrived,
         )
         flavour = ("discord" if request.path.startswith(DISCORD_PREFIX)
                    else "slack" if request.path.startswith(SLACK_PREFIX) else "merchant")

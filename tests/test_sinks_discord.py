@@ -11,15 +11,9 @@ from relay.config.model import ConfigError, validate
 from relay.sinks import SINKS
 from relay.sinks.base import Delivered, Failed, RetryLater
 from relay.sinks.discord import DiscordSink, DiscordSinkConfig
-from tests.sink_servers import (  # noqa: F401
-    Reply,
-    SinkServer,
-    discord_pings,
-    discord_violations,
-    http_session,
-    payment_event,
-    sink_server,
-)
+from tests.sink_servers import Reply, SinkServer, discord_pings, discord_violations, payment_event
+
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
 
 
 def make_sink(url: str, **options: Any) -> DiscordSink:

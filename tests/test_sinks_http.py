@@ -15,7 +15,9 @@ from relay.config.model import ConfigError, validate
 from relay.sinks import SINKS
 from relay.sinks.base import USER_AGENT, Delivered, Failed, RetryLater
 from relay.sinks.http import HttpSink, HttpSinkConfig
-from tests.sink_servers import Reply, SinkServer, http_session, payment_event, sink_server  # noqa: F401
+from tests.sink_servers import Reply, SinkServer, payment_event
+
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
 
 
 def whsec() -> str:

@@ -12,14 +12,9 @@ from relay.config.model import ConfigError, validate
 from relay.sinks import SINKS
 from relay.sinks.base import Delivered, Failed, RetryLater
 from relay.sinks.slack import SlackSink, SlackSinkConfig
-from tests.sink_servers import (  # noqa: F401
-    Reply,
-    SinkServer,
-    http_session,
-    payment_event,
-    sink_server,
-    slack_violations,
-)
+from tests.sink_servers import Reply, SinkServer, payment_event, slack_violations
+
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
 
 LINE = "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
 
