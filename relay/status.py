@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from relay.config.model import LoadedConfig
+from relay.ingress.guard import UNKNOWN_SOURCE
 from relay.monitor import Snapshot, ago, duration, take_snapshot
 from relay.redis import connect
 
@@ -160,12 +161,18 @@ def _sources_table(snapshot: Snapshot) -> Table:
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(source.inbound.items())
                             if k not in ("stored", "duplicate", "no_event", "dead_lettered"))
         table.add_row(
-            source.name if source.configured else f"{source.name} (not configured)",
+            _source_label(source),
             str(source.stored), str(source.inbound.get("duplicate", 0)),
             Text(str(source.rejected), style="yellow" if source.rejected else ""),
             str(sum(source.events.values())), str(source.duplicates), reasons or "-",
         )
     return table
+
+
+def _source_label(source: Any) -> Text:
+    if source.name == UNKNOWN_SOURCE:
+        return Text("unknown names", style="dim")
+    return Text(source.name if source.configured else f"{source.name} (not configured)")
 
 
 def _workers_table(snapshot: Snapshot) -> Table:

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from relay import __version__
 # The module, not its names: app.py imports this module, and either may be imported first.
 from relay.ingress import app as ingress
+from relay.ingress.guard import UNKNOWN_SOURCE
 from relay.monitor import (
     BUCKET_LABELS,
     DELIVERY_OUTCOMES,
@@ -254,7 +255,8 @@ def page_context(snapshot: Snapshot | None, error: str | None) -> dict[str, Any]
     now = snapshot.taken_at if snapshot else time.time()
     context: dict[str, Any] = {"snapshot": snapshot, "error": error, "now": now, "ago": ago,
                                "version": __version__, "refresh_s": PAGE_REFRESH_S,
-                               "inbound_outcomes": INBOUND_OUTCOMES}
+                               "inbound_outcomes": INBOUND_OUTCOMES,
+                               "unknown_source": UNKNOWN_SOURCE}
     if snapshot is None:
         context.update(state="down", state_text="Redis unreachable")
     else:
