@@ -1,0 +1,264 @@
+"""Part 2: end to end, ingress -> Redis -> `relay worker` -> three sinks (http, discord, slack)
+on a local fake sink server.
+
+- throughput: pre-load N events through the ingress with no worker running, start 1 (then 2)
+  `relay worker` processes, time from the workers' start-up (heartbeat key written) until
+  Redis's stats hash counts 3N deliveries (`dlv:<sink>:delivered`);
+- latency receipt -> delivery at fixed offered rates (open-loop load client process), exact
+  per delivery, computed by the fake sink server;
+- arq's own no-op job rate with the same worker settings, beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis as redis_sync
+
+from bench.common import (
+    HOST, PREFIX, PY, REPO, REQUESTS, Procs, RssSampler, free_port, log, redis_server,
+    save_result, sink_configs, start_ingress, start_sink_server, start_worker, workspace,
+    write_config,
+)
+
+SINKS = ("http", "discord", "slack")
+N_EVENTS = 5000
+RATES = (100, 200, 500, 1000)
+RATE_SECONDS = 12
+
+
+async def _preload(base: str, n: int, seq_base: int, source: str = "ivpay",
+                   concurrency: int = 50) -> int:
+    make = REQUESTS[source]
+    url = f"{base}/hooks/{source}"
+    ok = 0
+    sem = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
+        async def one(i: int) -> None:
+            nonlocal ok
+            body, headers = make(seq_base + i)
+            async with sem:
+                for _ in range(5):  # bounded
+                    async with s.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        if resp.status == 200:
+                            ok += 1
+                            return
+                    await asyncio.sleep(0.5)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return ok
+
+
+def preload(base: str, n: int, seq_base: int, source: str = "ivpay") -> int:
+    return asyncio.run(_preload(base, n, seq_base, source))
+
+
+def delivered(r: redis_sync.Redis) -> dict[str, int]:
+    stats = r.hgetall(f"{PREFIX}:stats")
+    out = {}
+    for sink in SINKS:
+        out[sink] = int(stats.get(f"dlv:{sink}:delivered".encode(), 0))
+    return out
+
+
+def stats_hash(r: redis_sync.Redis) -> dict[str, int]:
+    return {k.decode(): int(float(v)) for k, v in r.hgetall(f"{PREFIX}:stats").items()}
+
+
+def wait_workers_ready(r: redis_sync.Redis, k: int, procs_: list[Any], timeout: float = 30) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(r.scan_iter(f"{PREFIX}:worker:*", count=100))) >= k:
+            return time.monotonic()
+        for p in procs_:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited:\n{p.tail()}")
+        time.sleep(0.02)
+    raise RuntimeError("workers did not start")
+
+
+def wait_delivered(r: redis_sync.Redis, total: int, timeout: float) -> tuple[float, dict[str, int]]:
+    deadline = time.monotonic() + timeout
+    counts = delivered(r)
+    while time.monotonic() < deadline:
+        counts = delivered(r)
+        if sum(counts.values()) >= total:
+            return time.monotonic(), counts
+        time.sleep(0.02)
+    return time.monotonic(), counts
+
+
+def sink_stats(port: int) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{HOST}:{port}/stats", timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def sink_post(port: int, path: str) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{HOST}:{port}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        resp.read()
+
+
+class Rig:
+    """Redis + fake sinks + ingress, for e2e and memory."""
+
+    def __init__(self, tmp: Path, procs: Procs, redis_url: str, concurrency: int | None = None,
+                 log_level: str = "INFO"):
+        self.tmp, self.procs, self.redis_url = tmp, procs, redis_url
+        self.sink_port = free_port()
+        self.sinks_proc = start_sink_server(procs, self.sink_port)
+        sinks, self.notes = sink_configs(self.sink_port)
+        self.config = write_config(tmp, redis_url, sinks, concurrency=concurrency)
+        self.web_port = free_port()
+        self.log_level = log_level
+        self.web = start_ingress(procs, self.config, self.web_port, log_level=log_level)
+        self.base = f"http://{HOST}:{self.web_port}"
+        self.r = redis_sync.Redis.from_url(redis_url)
+
+    def reset(self) -> None:
+        self.r.flushall()
+        sink_post(self.sink_port, "/reset")
+
+    def workers(self, k: int, log_level: str | None = None) -> list[Any]:
+        return [start_worker(self.procs, self.config, name=f"worker{i + 1}-{time.time_ns()}",
+                             log_level=log_level or self.log_level) for i in range(k)]
+
+    def stop(self, procs_: list[Any]) -> None:
+        for p in procs_:
+            p.stop()
+            if p in self.procs.procs:
+                self.procs.procs.remove(p)
+
+
+def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: int,
+               log_level: str | None = None, label: str = "") -> dict[str, Any]:
+    rig.reset()
+    t0 = time.monotonic()
+    ok = preload(rig.base, n, seq_base)
+    preload_s = time.monotonic() - t0
+    queued = rig.r.zcard(f"{PREFIX}:queue")
+    rig.r.config_resetstat()
+    spawn = time.monotonic()
+    workers = rig.workers(k, log_level)
+    if sampler:
+        for i, w in enumerate(workers):
+            sampler.watch(f"worker (of {k}) #{i + 1}", w.pid)
+    ready = wait_workers_ready(rig.r, k, workers)
+    done, counts = wait_delivered(rig.r, 3 * ok, timeout=180)
+    elapsed = done - ready
+    stats = stats_hash(rig.r)
+    cmdstats = rig.r.info("commandstats")
+    rig.stop(workers)
+    calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in cmdstats.items()}
+    per_event = {k: round(v / max(ok, 1), 2) for k, v in
+                 sorted(calls.items(), key=lambda kv: -kv[1]) if v / max(ok, 1) >= 0.05}
+    total = sum(counts.values())
+    rate = (total / 3) / elapsed if elapsed > 0 else 0.0
+    result = {"workers": k, "events": ok, "queued": queued, "preload_s": round(preload_s, 2),
+              "preload_rate": round(ok / preload_s, 1), "startup_s": round(ready - spawn, 2),
+              "seconds": round(elapsed, 2), "delivered": counts, "complete": total >= 3 * ok,
+              "events_per_s": round(rate, 1), "deliveries_per_s": round(total / elapsed, 1),
+              "events_per_s_per_worker": round(rate / k, 1),
+              "duplicates_dropped": sum(v for f, v in stats.items() if f.endswith(":duplicate")),
+              "log_level": log_level or rig.log_level,
+              "redis_commands_per_event": round(sum(calls.values()) / max(ok, 1), 1),
+              "redis_commands_per_event_by_name": per_event}
+    log(f"e2e{label}: {k} worker(s): {ok} events x 3 sinks in {elapsed:.2f}s = "
+        f"{rate:.0f} events/s ({rate / k:.0f}/s per worker, {total / elapsed:.0f} deliveries/s)"
+        f"{'' if result['complete'] else ' INCOMPLETE: ' + str(counts)}; "
+        f"{result['redis_commands_per_event']} Redis commands per event")
+    return result
+
+
+def latency_at(rig: Rig, rate: float, seconds: float, seq_base: int) -> dict[str, Any]:
+    sink_post(rig.sink_port, "/reset")
+    before = sum(delivered(rig.r).values())
+    out = subprocess.run(
+        [PY, "-m", "bench.loadgen", "rate", "--url", rig.base, "--source", "ivpay", "--rate",
+         str(rate), "-d", str(seconds), "--seq-base", str(seq_base), "--repo", str(REPO)],
+        capture_output=True, text=True, timeout=seconds + 60, cwd=str(REPO))
+    load = json.loads(out.stdout.strip().splitlines()[-1])
+    sent_done = time.monotonic()
+    done, counts = wait_delivered(rig.r, before + 3 * load["accepted"], timeout=60)
+    drain_s = done - sent_done
+    sinks = sink_stats(rig.sink_port)
+    row = {"rate": rate, "seconds": seconds, "load": load, "drain_after_load_s": round(drain_s, 2),
+           "sinks": {s: sinks.get(s, {}) for s in SINKS}}
+    lat = {s: row["sinks"][s].get("latency", {}) for s in SINKS}
+    log(f"e2e latency @ {rate:.0f}/s offered (achieved {load['achieved_rate']}/s, "
+        f"{load['accepted']} accepted): " + "; ".join(
+            f"{s} p50 {lat[s].get('p50_ms')} p99 {lat[s].get('p99_ms')} max {lat[s].get('max_ms')} ms"
+            for s in SINKS) + f"; drained {drain_s:.1f}s after load")
+    return row
+
+
+def arq_noop(redis_url: str, n: int = N_EVENTS) -> dict[str, Any]:
+    out = subprocess.run([PY, "-m", "bench.arq_noop", "--redis", redis_url, "-n", str(n)],
+                         capture_output=True, text=True, timeout=300, cwd=str(REPO),
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-1000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    log(f"arq no-op: {result['complete']} jobs in {result['run_s']}s = {result['jobs_per_s']:.0f} "
+        f"jobs/s (max_jobs {result['max_jobs']}, poll_delay {result['poll_delay']}); "
+        f"enqueue_job {result['enqueue_per_s']:.0f}/s")
+    return result
+
+
+def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
+    n = 2000 if quick else N_EVENTS
+    seconds = 5 if quick else RATE_SECONDS
+    result: dict[str, Any] = {"n_events": n, "rate_seconds": seconds}
+    with workspace("e2e") as (tmp, procs), redis_server(tmp) as rserver, RssSampler() as sampler:
+        rig = Rig(tmp, procs, rserver.url)
+        result["notes"] = rig.notes
+        sampler.watch("web (ingress)", rig.web.pid)
+        sampler.watch("fake sink server", rig.sinks_proc.pid)
+        assert rserver.process is not None
+        sampler.watch("redis-server", rserver.process.pid)
+        result["throughput"] = [throughput(rig, 1, n, sampler, 1_000_000),
+                                throughput(rig, 2, n, sampler, 2_000_000)]
+        result["throughput_log_warning"] = throughput(rig, 1, n, None, 3_000_000,
+                                                      log_level="WARNING",
+                                                      label=" (LOG_LEVEL=WARNING)")
+        if profile:
+            from bench.profile import profile_worker
+
+            result["profile"] = profile_worker(rig, n, 4_000_000)
+        rig.reset()
+        workers = rig.workers(1)
+        sampler.watch("worker (latency runs)", workers[0].pid)
+        wait_workers_ready(rig.r, 1, workers)
+        result["latency"] = [latency_at(rig, rate, seconds, 10_000_000 * (i + 1))
+                             for i, rate in enumerate(RATES)]
+        rig.stop(workers)
+        rig.r.flushall()
+        result["arq_noop"] = arq_noop(rserver.url, n)
+        result["rss"] = sampler.result()
+    tp = result["throughput"]
+    log("e2e: peak RSS " + ", ".join(f"{k} {v['peak_mib']} MiB" for k, v in result["rss"].items()))
+    result["targets"] = {
+        "events_per_s_per_worker": 1000,
+        "met_throughput": tp[0]["events_per_s"] >= 1000,
+        "p99_ms_at_200": 100,
+        "met_latency": all((row["sinks"][s].get("latency", {}).get("p99_ms") or 1e9) < 100
+                           for row in result["latency"] if row["rate"] == 200 for s in SINKS),
+    }
+    save_result("e2e", result)
+    return result
+
+
+if __name__ == "__main__":
+    run()
