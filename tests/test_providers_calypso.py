@@ -24,8 +24,10 @@ BODY = (DATA / "invoice_create_invoice.json").read_bytes()
 
 
 def headers(body: bytes, secret: str = SECRET, key: str | None = None) -> dict[str, str]:
-    sent = {"Content-Type": "application/json",
-            "Sign": hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()}
+    sent = {
+        "Content-Type": "application/json",
+        "Sign": hmac.new(secret.encode(), body, hashlib.sha512).hexdigest(),
+    }
     if key is not None:
         sent["Key"] = key
     return sent
@@ -34,13 +36,21 @@ def headers(body: bytes, secret: str = SECRET, key: str | None = None) -> dict[s
 def normalize(body: bytes) -> Any:
     made = PROVIDERS["calypso"]("calypso", make_config(CONFIG).config.sources["calypso"])
     assert isinstance(made, CalypsoProvider)
-    (event,) = made.normalize(InboundRequest(source="calypso", body=body, headers={}, received_at=1.0))
+    (event,) = made.normalize(
+        InboundRequest(source="calypso", body=body, headers={}, received_at=1.0)
+    )
     return event
 
 
 def envelope(event_type: str, **data: Any) -> bytes:
-    return orjson.dumps({"id": 7, "createdDate": "2022-03-15T12:13:05.909616", "eventType": event_type,
-                         "data": {"type": event_type, "parentExternalId": 3, **data}})
+    return orjson.dumps(
+        {
+            "id": 7,
+            "createdDate": "2022-03-15T12:13:05.909616",
+            "eventType": event_type,
+            "data": {"type": event_type, "parentExternalId": 3, **data},
+        }
+    )
 
 
 async def test_valid_request_is_stored(ingress: Any, redis: Any) -> None:
@@ -73,7 +83,9 @@ async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
 async def test_missing_sign_header_is_rejected(ingress: Any, redis: Any) -> None:
     """A request without the Sign header is 401 bad_signature."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/calypso", data=BODY, headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/hooks/calypso", data=BODY, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -145,9 +157,21 @@ def test_event_table() -> None:
 
 def test_paid_event_fields() -> None:
     """INVOICE_PAID's merchant id, fiat amount and transaction hash are read."""
-    event = normalize(envelope("INVOICE_PAID", externalId="order-9", amount=1, fiatAmount=25,
-                               fiatCurrency="EUR", transactionHash="0xabc"))
-    assert (event.payment.reference, event.payment.fiat_amount, event.payment.fiat_currency) == ("order-9", "25", "EUR")
+    event = normalize(
+        envelope(
+            "INVOICE_PAID",
+            externalId="order-9",
+            amount=1,
+            fiatAmount=25,
+            fiatCurrency="EUR",
+            transactionHash="0xabc",
+        )
+    )
+    assert (event.payment.reference, event.payment.fiat_amount, event.payment.fiat_currency) == (
+        "order-9",
+        "25",
+        "EUR",
+    )
     assert event.payment.tx_hash == "0xabc"
 
 

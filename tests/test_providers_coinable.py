@@ -22,7 +22,9 @@ JSON = {"Content-Type": "application/json"}
 def normalize(body: bytes) -> Any:
     made = PROVIDERS["coinable"]("coinable", make_config(CONFIG).config.sources["coinable"])
     assert isinstance(made, CoinableProvider)
-    (event,) = made.normalize(InboundRequest(source="coinable", body=body, headers={}, received_at=1.0))
+    (event,) = made.normalize(
+        InboundRequest(source="coinable", body=body, headers={}, received_at=1.0)
+    )
     return event
 
 

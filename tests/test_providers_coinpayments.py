@@ -32,7 +32,9 @@ def stamp(moment: float | None = None) -> str:
     return datetime.fromtimestamp(moment or time.time(), UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def headers(body: bytes, secret: str = SECRET, when: str | None = None, client: str = CLIENT) -> dict[str, str]:
+def headers(
+    body: bytes, secret: str = SECRET, when: str | None = None, client: str = CLIENT
+) -> dict[str, str]:
     when = when or stamp()
     return {
         "Content-Type": "application/json",
@@ -50,7 +52,9 @@ def provider(**overrides: Any) -> CoinpaymentsProvider:
 
 
 def normalize(body: bytes) -> Any:
-    (event,) = provider().normalize(InboundRequest(source="cp", body=body, headers={}, received_at=1.0))
+    (event,) = provider().normalize(
+        InboundRequest(source="cp", body=body, headers={}, received_at=1.0)
+    )
     return event
 
 
@@ -76,7 +80,9 @@ async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
 async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
     """A signature made with another client secret is 401 bad_signature."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, secret="nope"))
+    response = await client.post(
+        "/hooks/coinpayments", data=BODY, headers=headers(BODY, secret="nope")
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -97,7 +103,9 @@ async def test_other_client_id_is_rejected(ingress: Any, redis: Any) -> None:
     """A request correctly signed for another integration client is 401 bad_signature."""
     client = await ingress(CONFIG)
     other = "00000000000000000000000000000000"
-    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, client=other))
+    response = await client.post(
+        "/hooks/coinpayments", data=BODY, headers=headers(BODY, client=other)
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -117,7 +125,9 @@ async def test_second_secret_verifies(ingress: Any, redis: Any) -> None:
     """During rotation the second configured client secret verifies too."""
     client = await ingress(CONFIG)
     second = TEST_SECRETS["COINPAYMENTS_CLIENT_SECRET_2"]
-    response = await client.post("/hooks/coinpayments", data=BODY, headers=headers(BODY, secret=second))
+    response = await client.post(
+        "/hooks/coinpayments", data=BODY, headers=headers(BODY, secret=second)
+    )
     assert response.status == 200
     assert await redis.zcard("relay:queue") == 1
 
@@ -126,8 +136,12 @@ def test_signed_url_is_the_configured_one_not_the_request_host() -> None:
     """A signature over another URL fails even if that is where the request arrived."""
     when = stamp()
     sent = headers(BODY, when=when)
-    sent["X-CoinPayments-Signature"] = signature(SECRET, "http://127.0.0.1:8000/hooks/cp", CLIENT, when, BODY)
-    request = InboundRequest(source="cp", body=BODY, headers={k.lower(): v for k, v in sent.items()})
+    sent["X-CoinPayments-Signature"] = signature(
+        SECRET, "http://127.0.0.1:8000/hooks/cp", CLIENT, when, BODY
+    )
+    request = InboundRequest(
+        source="cp", body=BODY, headers={k.lower(): v for k, v in sent.items()}
+    )
     with pytest.raises(Rejected) as rejected:
         provider().verify(request)
     assert rejected.value.error == "bad_signature"
@@ -192,13 +206,19 @@ def test_full_event_table() -> None:
         "utxoExternalReceive": "payment.other",
     }
     for name, kind in expected.items():
-        assert normalize(orjson.dumps({"id": "n", "type": name, "invoice": {"id": "i"}})).type == kind
+        assert (
+            normalize(orjson.dumps({"id": "n", "type": name, "invoice": {"id": "i"}})).type == kind
+        )
 
 
 def test_redelivery_with_new_notification_id_is_the_same_event() -> None:
     """A re-delivery whose top-level id changed but whose invoice did not keeps its event id."""
     first = orjson.loads(BODY)
-    second = {**first, "id": "ffffffffffffffffffffffffffffffff", "timestamp": "2024-07-01T11:05:00+00:00"}
+    second = {
+        **first,
+        "id": "ffffffffffffffffffffffffffffffff",
+        "timestamp": "2024-07-01T11:05:00+00:00",
+    }
     assert normalize(orjson.dumps(first)).id == normalize(orjson.dumps(second)).id
 
 
@@ -212,9 +232,19 @@ def test_new_invoice_state_is_a_new_event() -> None:
 def test_wallet_notification_keeps_decimal_amount() -> None:
     """A wallet notification's decimal-string amount, hash and confirmations are read."""
     body = orjson.dumps(
-        {"type": "utxoExternalReceive", "walletId": "w1", "transactionId": "t1", "txHash": "ab12",
-         "amount": "0.00150000", "confirmations": 2}
+        {
+            "type": "utxoExternalReceive",
+            "walletId": "w1",
+            "transactionId": "t1",
+            "txHash": "ab12",
+            "amount": "0.00150000",
+            "confirmations": 2,
+        }
     )
     event = normalize(body)
-    assert (event.type, event.payment.id, event.payment.amount) == ("payment.other", "t1", "0.00150000")
+    assert (event.type, event.payment.id, event.payment.amount) == (
+        "payment.other",
+        "t1",
+        "0.00150000",
+    )
     assert (event.payment.tx_hash, event.payment.confirmations) == ("ab12", 2)

@@ -28,7 +28,10 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def headers(body: bytes, secret: str = SECRET) -> dict[str, str]:
-    return {"Content-Type": FORM, "HMAC": hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()}
+    return {
+        "Content-Type": FORM,
+        "HMAC": hmac.new(secret.encode(), body, hashlib.sha512).hexdigest(),
+    }
 
 
 def provider() -> CoinpaymentsIpnProvider:
@@ -38,13 +41,22 @@ def provider() -> CoinpaymentsIpnProvider:
 
 
 def normalize(body: bytes) -> Any:
-    (event,) = provider().normalize(InboundRequest(source="ipn", body=body, headers={}, received_at=1.0))
+    (event,) = provider().normalize(
+        InboundRequest(source="ipn", body=body, headers={}, received_at=1.0)
+    )
     return event
 
 
 def form(**fields: str) -> bytes:
-    base = {"ipn_version": "1.0", "ipn_type": "api", "ipn_mode": "hmac", "ipn_id": "i1",
-            "merchant": MERCHANT, "txn_id": "CPXX1", "status": "0"}
+    base = {
+        "ipn_version": "1.0",
+        "ipn_type": "api",
+        "ipn_mode": "hmac",
+        "ipn_id": "i1",
+        "merchant": MERCHANT,
+        "txn_id": "CPXX1",
+        "status": "0",
+    }
     return urlencode({**base, **fields}).encode()
 
 
@@ -113,7 +125,9 @@ async def test_second_secret_verifies(ingress: Any, redis: Any) -> None:
 
 def test_uppercase_hex_signature_verifies() -> None:
     """The HMAC header is accepted in upper-case hex too."""
-    request = InboundRequest(source="ipn", body=BODY, headers={"hmac": headers(BODY)["HMAC"].upper()})
+    request = InboundRequest(
+        source="ipn", body=BODY, headers={"hmac": headers(BODY)["HMAC"].upper()}
+    )
     provider().verify(request)
 
 
@@ -129,10 +143,21 @@ def test_vector_body_normalizes() -> None:
 
 
 def test_status_table() -> None:
-    """Statuses map per SPEC 4: 0 created, 1/3/5 pending, 2 paid, >=100 completed, -1, -2, else other."""
-    expected = {"0": "created", "1": "pending", "3": "pending", "5": "pending", "2": "paid",
-                "100": "completed", "101": "completed", "-1": "expired", "-2": "failed",
-                "4": "other", "x": "other", "": "other"}
+    """Statuses map per SPEC 4: 0, 1/3/5, 2, >=100, -1, -2 and anything else as other."""
+    expected = {
+        "0": "created",
+        "1": "pending",
+        "3": "pending",
+        "5": "pending",
+        "2": "paid",
+        "100": "completed",
+        "101": "completed",
+        "-1": "expired",
+        "-2": "failed",
+        "4": "other",
+        "x": "other",
+        "": "other",
+    }
     for status, short in expected.items():
         assert status_type(status) == f"payment.{short}", status
 
@@ -145,6 +170,18 @@ def test_dedupe_key_is_txn_and_status() -> None:
 
 def test_deposit_txn_id_is_the_transaction_hash() -> None:
     """A deposit IPN's txn_id (a coin transaction) is payment.tx_hash."""
-    event = normalize(form(ipn_type="deposit", txn_id="ab" * 32, currency="LTC", amount="1.5",
-                           confirms="4", status="100"))
-    assert (event.payment.tx_hash, event.payment.amount, event.payment.currency) == ("ab" * 32, "1.5", "LTC")
+    event = normalize(
+        form(
+            ipn_type="deposit",
+            txn_id="ab" * 32,
+            currency="LTC",
+            amount="1.5",
+            confirms="4",
+            status="100",
+        )
+    )
+    assert (event.payment.tx_hash, event.payment.amount, event.payment.currency) == (
+        "ab" * 32,
+        "1.5",
+        "LTC",
+    )

@@ -78,7 +78,9 @@ def hex_sig(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def btcpay_headers(body: bytes, secret: str = TEST_SECRETS["BTCPAY_WEBHOOK_SECRET"]) -> dict[str, str]:
+def btcpay_headers(
+    body: bytes, secret: str = TEST_SECRETS["BTCPAY_WEBHOOK_SECRET"]
+) -> dict[str, str]:
     return {"Content-Type": "application/json", "BTCPay-Sig": "sha256=" + hex_sig(secret, body)}
 
 
@@ -94,14 +96,18 @@ def provider(name: str) -> HmacProvider:
 
 
 def normalize(name: str, body: bytes) -> Any:
-    (event,) = provider(name).normalize(InboundRequest(source=name, body=body, headers={}, received_at=1.0))
+    (event,) = provider(name).normalize(
+        InboundRequest(source=name, body=body, headers={}, received_at=1.0)
+    )
     return event
 
 
 async def test_btcpay_request_is_stored(ingress: Any, redis: Any) -> None:
     """A BTCPay-Sig signed webhook is answered 200 and queued."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY))
+    response = await client.post(
+        "/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY)
+    )
     assert response.status == 200
     assert await redis.zcard("relay:queue") == 1
 
@@ -109,7 +115,9 @@ async def test_btcpay_request_is_stored(ingress: Any, redis: Any) -> None:
 async def test_coinbase_request_is_stored(ingress: Any, redis: Any) -> None:
     """An X-CC-Webhook-Signature signed webhook is answered 200 and queued."""
     client = await ingress(CONFIG)
-    sent = {"X-CC-Webhook-Signature": hex_sig(TEST_SECRETS["COINBASE_WEBHOOK_SECRET"], COINBASE_BODY)}
+    sent = {
+        "X-CC-Webhook-Signature": hex_sig(TEST_SECRETS["COINBASE_WEBHOOK_SECRET"], COINBASE_BODY)
+    }
     response = await client.post("/hooks/coinbase", data=COINBASE_BODY, headers=sent)
     assert response.status == 200
     assert await redis.zcard("relay:queue") == 1
@@ -119,7 +127,9 @@ async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
     """A body changed after signing is 401 bad_signature and nothing is stored."""
     client = await ingress(CONFIG)
     tampered = BTCPAY_BODY.replace(b"order-1001", b"order-1002")
-    response = await client.post("/hooks/btcpay", data=tampered, headers=btcpay_headers(BTCPAY_BODY))
+    response = await client.post(
+        "/hooks/btcpay", data=tampered, headers=btcpay_headers(BTCPAY_BODY)
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -128,7 +138,9 @@ async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
 async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
     """A body signed with another secret is 401 bad_signature."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY, "nope"))
+    response = await client.post(
+        "/hooks/btcpay", data=BTCPAY_BODY, headers=btcpay_headers(BTCPAY_BODY, "nope")
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -137,7 +149,9 @@ async def test_wrong_secret_is_rejected(ingress: Any, redis: Any) -> None:
 async def test_missing_signature_header_is_rejected(ingress: Any, redis: Any) -> None:
     """A request without the configured signature header is 401 bad_signature."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/btcpay", data=BTCPAY_BODY, headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/hooks/btcpay", data=BTCPAY_BODY, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -230,5 +244,7 @@ def test_base64_garbage_signature_is_rejected() -> None:
     """A signature that is not valid in the configured encoding is 401, not an error."""
     made = provider("generic")
     with pytest.raises(Rejected) as rejected:
-        made.verify(InboundRequest(source="generic", body=GENERIC_BODY, headers={"x-signature": "%%%"}))
+        made.verify(
+            InboundRequest(source="generic", body=GENERIC_BODY, headers={"x-signature": "%%%"})
+        )
     assert rejected.value.status == 401

@@ -20,32 +20,52 @@ SECRET = TEST_SECRETS["PARTNER_WHSEC"]
 SOURCE = {
     "provider": "standard_webhooks",
     "secret": ["${PARTNER_WHSEC}", "${PARTNER_WHSEC_2}"],
-    "fields": {"payment_id": "data.id", "event": "type", "reference": "data.order",
-               "amount": "data.amount", "currency": "data.currency"},
+    "fields": {
+        "payment_id": "data.id",
+        "event": "type",
+        "reference": "data.order",
+        "amount": "data.amount",
+        "currency": "data.currency",
+    },
     "event_types": {"invoice.paid": "payment.paid", "invoice.expired": "payment.expired"},
 }
 CONFIG = {"sources": {"partner": SOURCE}}
 BODY = (DATA / "invoice_paid.json").read_bytes()
 
 
-def headers(body: bytes, secret: str = SECRET, msg_id: str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
-            when: float | None = None) -> dict[str, str]:
+def headers(
+    body: bytes,
+    secret: str = SECRET,
+    msg_id: str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+    when: float | None = None,
+) -> dict[str, str]:
     moment = datetime.fromtimestamp(int(when or time.time()), UTC)
     # Signed by the reference SDK, not by our own code.
     signature = Webhook(secret).sign(msg_id, moment, body.decode())
-    return {"Content-Type": "application/json", "webhook-id": msg_id,
-            "webhook-timestamp": str(int(moment.timestamp())), "webhook-signature": signature}
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": signature,
+    }
 
 
 def provider(**overrides: Any) -> StandardWebhooksProvider:
-    made = PROVIDERS["standard_webhooks"]("partner", make_config({"sources": {"partner": {**SOURCE, **overrides}}}).config.sources["partner"])
+    made = PROVIDERS["standard_webhooks"](
+        "partner",
+        make_config({"sources": {"partner": {**SOURCE, **overrides}}}).config.sources["partner"],
+    )
     assert isinstance(made, StandardWebhooksProvider)
     return made
 
 
 def request(body: bytes, sent: dict[str, str]) -> InboundRequest:
-    return InboundRequest(source="partner", body=body, headers={k.lower(): v for k, v in sent.items()},
-                          received_at=time.time())
+    return InboundRequest(
+        source="partner",
+        body=body,
+        headers={k.lower(): v for k, v in sent.items()},
+        received_at=time.time(),
+    )
 
 
 async def test_valid_request_is_stored(ingress: Any, redis: Any) -> None:
@@ -59,7 +79,9 @@ async def test_valid_request_is_stored(ingress: Any, redis: Any) -> None:
 async def test_tampered_body_is_rejected(ingress: Any, redis: Any) -> None:
     """A body changed after signing is 401 bad_signature and nothing is stored."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/partner", data=BODY.replace(b"ETH", b"BTC"), headers=headers(BODY))
+    response = await client.post(
+        "/hooks/partner", data=BODY.replace(b"ETH", b"BTC"), headers=headers(BODY)
+    )
     assert response.status == 401
     assert await response.json() == {"error": "bad_signature"}
     assert await redis.zcard("relay:queue") == 0
@@ -89,7 +111,9 @@ async def test_missing_signature_header_is_rejected(ingress: Any, redis: Any) ->
 async def test_stale_timestamp_is_rejected(ingress: Any, redis: Any) -> None:
     """A correctly signed message ten minutes old is 401 stale_timestamp."""
     client = await ingress(CONFIG)
-    response = await client.post("/hooks/partner", data=BODY, headers=headers(BODY, when=time.time() - 600))
+    response = await client.post(
+        "/hooks/partner", data=BODY, headers=headers(BODY, when=time.time() - 600)
+    )
     assert response.status == 401
     assert await response.json() == {"error": "stale_timestamp"}
     assert await redis.zcard("relay:queue") == 0
@@ -129,7 +153,11 @@ def test_example_normalizes_through_fields() -> None:
     """The configured dotted paths and event_types turn the payload into payment.paid."""
     (event,) = provider().normalize(request(BODY, headers(BODY)))
     assert (event.type, event.provider_event) == ("payment.paid", "invoice.paid")
-    assert (event.payment.id, event.payment.reference, event.payment.currency) == ("inv_1001", "order-1001", "ETH")
+    assert (event.payment.id, event.payment.reference, event.payment.currency) == (
+        "inv_1001",
+        "order-1001",
+        "ETH",
+    )
     assert event.payment.amount == "0.123456789012345678"
     assert event.occurred_at == "2022-11-03T20:26:10.344Z"
 
@@ -158,7 +186,9 @@ def test_webhook_id_is_kept_for_the_worker() -> None:
 def test_unknown_canonical_type_is_a_config_error() -> None:
     """An event_types value outside the canonical types is refused at config time."""
     with pytest.raises(ConfigError) as error:
-        make_config({"sources": {"partner": {**SOURCE, "event_types": {"invoice.paid": "payment.done"}}}})
+        make_config(
+            {"sources": {"partner": {**SOURCE, "event_types": {"invoice.paid": "payment.done"}}}}
+        )
     assert "sources.partner.event_types.invoice.paid" in str(error.value)
 
 

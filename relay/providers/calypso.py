@@ -97,7 +97,11 @@ class CalypsoProvider(Provider):
         name = None if event_type is None else str(event_type)
         fiat = data.get("fiatAmount")
         # `fiatAmount` is a number in some events and an object in others.
-        fiat_amount = first(as_dict(fiat).get("amount"), as_dict(fiat).get("value")) if isinstance(fiat, dict) else fiat
+        fiat_amount = (
+            first(as_dict(fiat).get("amount"), as_dict(fiat).get("value"))
+            if isinstance(fiat, dict)
+            else fiat
+        )
         fiat_currency = first(
             data.get("fiatCurrency"), data.get("fiatcurrency"), as_dict(fiat).get("currency")
         )
@@ -108,7 +112,9 @@ class CalypsoProvider(Provider):
                 dedupe_key=_dedupe_key(envelope, data, name, tx_hash, request.body),
                 type=_TYPES.get((name or "").upper(), "payment.other"),
                 provider_event=name,
-                occurred_at=safe_time(scalar(first(envelope.get("createdDate"), data.get("createdDate")))),
+                occurred_at=safe_time(
+                    scalar(first(envelope.get("createdDate"), data.get("createdDate")))
+                ),
                 payment={
                     "id": scalar(data.get("parentExternalId")),
                     "reference": scalar(data.get("externalId")),
@@ -140,7 +146,9 @@ class CalypsoProvider(Provider):
         }
         if event in ("pending", "paid"):
             data["realAmount"] = Decimal("0.01")
-            data["transactionHash"] = "0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad43550bfbaf41bb1"
+            data["transactionHash"] = (
+                "0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad43550bfbaf41bb1"
+            )
         envelope = {
             "requestId": "bf9348b7-2c14-46d7-868c-b597852da319",
             "id": int(now * 1000) % 2_000_000_000,

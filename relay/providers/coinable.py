@@ -79,7 +79,9 @@ class CoinableProvider(Provider):
                 dedupe_key=key,
                 type=_TYPES.get(provider_event or "", "payment.other"),
                 provider_event=provider_event,
-                occurred_at=safe_time(scalar(first(data.get("created_at"), payload.get("created_at")))),
+                occurred_at=safe_time(
+                    scalar(first(data.get("created_at"), payload.get("created_at")))
+                ),
                 payment={
                     "id": payment_id,
                     "reference": scalar(first(metadata.get("order_id"), metadata.get("orderId"))),

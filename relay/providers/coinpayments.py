@@ -131,7 +131,9 @@ class CoinpaymentsProvider(Provider):
             raise bad_signature("X-CoinPayments-Timestamp is not a date-time")
         now = request.received_at or time.time()
         if abs(now - sent_at) > config.timestamp_tolerance:
-            raise stale_timestamp(f"X-CoinPayments-Timestamp {stamp.strip()[:32]} outside tolerance")
+            raise stale_timestamp(
+                f"X-CoinPayments-Timestamp {stamp.strip()[:32]} outside tolerance"
+            )
         check_json_object(request.body)
 
     def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
@@ -185,7 +187,9 @@ class CoinpaymentsProvider(Provider):
                     "invoiceNumber": "0067",
                     "createdAt": int(now) - 60,
                     "expiresDate": int(now) + 3600,
-                    "lineItems": [{"amount": 10000, "name": "test item", "quantity": 1, "type": "Quantity"}],
+                    "lineItems": [
+                        {"amount": 10000, "name": "test item", "quantity": 1, "type": "Quantity"}
+                    ],
                     "amount": {
                         "currency": {"id": 5057, "smartContract": None},
                         "subtotal": 10000,

@@ -34,7 +34,14 @@ from relay.providers.base import (
 )
 
 # Status codes (official IPN page and plugin): < 0 failed/expired, >= 100 complete.
-_SAMPLE_STATUS = {"created": 0, "pending": 1, "paid": 2, "completed": 100, "expired": -1, "failed": -2}
+_SAMPLE_STATUS = {
+    "created": 0,
+    "pending": 1,
+    "paid": 2,
+    "completed": 100,
+    "expired": -1,
+    "failed": -2,
+}
 
 
 def status_type(status: str | None) -> str:
@@ -113,7 +120,7 @@ class CoinpaymentsIpnProvider(Provider):
                     "currency": currency,
                     "fiat_amount": form.get("amount1") if fiat else None,
                     "fiat_currency": price_currency if fiat else None,
-                    # For deposits txn_id is the coin transaction; for payments it is CoinPayments' id.
+                    # Deposits: txn_id is the coin transaction. Payments: CoinPayments' own id.
                     "tx_hash": txn_id if is_deposit else None,
                     "confirmations": confirms,
                     "description": first(form.get("item_name"), form.get("status_text")),

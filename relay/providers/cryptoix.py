@@ -117,14 +117,18 @@ class CryptoixProvider(Provider):
                 dedupe_key=key,
                 type=classify(event_name, status_name),
                 provider_event=event_name if event_name is not None else status_name,
-                occurred_at=safe_time(scalar(first(payload.get("timestamp"), inner.get("timestamp")))),
+                occurred_at=safe_time(
+                    scalar(first(payload.get("timestamp"), inner.get("timestamp")))
+                ),
                 payment={
                     "id": payment_id,
                     "reference": scalar(inner.get("order_id")),
                     "amount": scalar(inner.get("amount")),
                     "currency": scalar(inner.get("currency")),
                     "fiat_amount": scalar(inner.get("amount_fiat")),
-                    "fiat_currency": scalar(first(inner.get("currency_fiat"), inner.get("fiat_currency"))),
+                    "fiat_currency": scalar(
+                        first(inner.get("currency_fiat"), inner.get("fiat_currency"))
+                    ),
                     "tx_hash": tx_hash,
                     "confirmations": confirmations,
                 },
@@ -157,7 +161,7 @@ class CryptoixProvider(Provider):
             body_obj = {
                 "uuid": "tx_test_123",
                 "status": event,
-                "amount_fiat": Decimal("100"),
+                "amount_fiat": Decimal(100),
                 "timestamp": int(now),
             }
         body = dumps(body_obj)

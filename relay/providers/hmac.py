@@ -69,7 +69,9 @@ class HmacConfig(MappedSourceConfig):
 class HmacProvider(MappedProvider):
     kind = "hmac"
     Config = HmacConfig
-    sample_events: ClassVar[tuple[str, ...]] = ALL_SAMPLE_EVENTS  # per source: see MappedProvider.__init__
+    sample_events: ClassVar[tuple[str, ...]] = (
+        ALL_SAMPLE_EVENTS  # per source: see MappedProvider.__init__
+    )
     config: HmacConfig
 
     def verify(self, request: InboundRequest) -> None:
@@ -82,7 +84,7 @@ class HmacProvider(MappedProvider):
         if prefix:
             if given[: len(prefix)].lower() != prefix.lower():
                 raise bad_signature(f"{config.signature_header} does not start with the prefix")
-            given = given[len(prefix):]
+            given = given[len(prefix) :]
         candidate = decode_signature(given, config.encoding)
         if not candidate or not any_secret_matches(
             config.secret, request.body, [candidate], config.algorithm
@@ -112,7 +114,9 @@ class HmacProvider(MappedProvider):
             set_path(payload, self.config.fields.event_id, f"evt_relay_sample_{event}_{int(now)}")
         body = orjson.dumps(payload)
         digest = hmac_digest(self.config.secret[0], body, self.config.algorithm)
-        encoded = digest.hex() if self.config.encoding == "hex" else base64.b64encode(digest).decode()
+        encoded = (
+            digest.hex() if self.config.encoding == "hex" else base64.b64encode(digest).decode()
+        )
         return SampleRequest(
             body=body,
             headers={
@@ -120,4 +124,3 @@ class HmacProvider(MappedProvider):
                 self.config.signature_header: self.config.signature_prefix + encoded,
             },
         )
-

@@ -34,7 +34,9 @@ def _path(value: str) -> str:
 
 def _canonical(value: str) -> str:
     if value not in EVENT_TYPES:
-        raise ValueError(f"{value!r} is not a canonical event type (one of {', '.join(EVENT_TYPES)})")
+        raise ValueError(
+            f"{value!r} is not a canonical event type (one of {', '.join(EVENT_TYPES)})"
+        )
     return value
 
 
@@ -128,7 +130,9 @@ class MappedProvider(Provider):
         value = scalar(dig(payload, self.config.fields.event))
         return None if value is None else str(value)
 
-    def mapped_event(self, request: InboundRequest, payload: dict[str, Any], dedupe_key: str) -> PaymentEvent:
+    def mapped_event(
+        self, request: InboundRequest, payload: dict[str, Any], dedupe_key: str
+    ) -> PaymentEvent:
         fields = self.config.fields
         payment: dict[str, Any] = {}
         for name in _PAYMENT_FIELDS:

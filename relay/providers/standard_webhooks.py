@@ -1,4 +1,4 @@
-"""Any sender that follows Standard Webhooks 1.0 (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+"""Any sender following Standard Webhooks 1.0: `webhook-id`, `-timestamp`, `-signature` headers.
 
 The signature is HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{raw body}`, keyed with the
 base64-decoded part of the `whsec_...` secret; `webhook-signature` is a space-separated list of
@@ -29,8 +29,8 @@ from relay.providers.base import (
     body_digest,
     check_json_object,
     decode_signature,
-    hmac_digest,
     header_bytes,
+    hmac_digest,
     parse_json_object,
     stale_timestamp,
 )
@@ -69,7 +69,9 @@ class StandardWebhooksProvider(MappedProvider):
     kind = "standard_webhooks"
     Config = StandardWebhooksConfig
     keep_headers: ClassVar[tuple[str, ...]] = ("webhook-id", "webhook-timestamp")
-    sample_events: ClassVar[tuple[str, ...]] = ALL_SAMPLE_EVENTS  # per source: see MappedProvider.__init__
+    sample_events: ClassVar[tuple[str, ...]] = (
+        ALL_SAMPLE_EVENTS  # per source: see MappedProvider.__init__
+    )
     config: StandardWebhooksConfig
 
     def __init__(self, name: str, config: StandardWebhooksConfig):
