@@ -116,17 +116,13 @@ async def run_worker(redis: Any) -> AsyncIterator[Any]:
 
     yield start
     for worker, task in running:
+        worker.allow_pick_jobs = False
         task.cancel()
-        for job in list(worker.tasks.values()):
+        for job in worker.tasks.values():
             job.cancel()
-        try:
-            await task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001
-            pass
-        try:
-            await worker.close()
-        except Exception:  # noqa: BLE001
-            pass
+        await asyncio.gather(task, *worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()  # all cancelled above; close() would re-raise their cancellation
+        await worker.close()
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:

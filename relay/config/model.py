@@ -194,7 +194,8 @@ def _secret_values(config: RelayConfig) -> set[str]:
                 walk(getattr(node, name), name)
         elif isinstance(node, dict):
             for k, v in node.items():
-                walk(v, str(k))
+                # A sink's custom headers often carry credentials (Authorization: Bearer ...).
+                walk(v, "secret" if key == "headers" else str(k))
         elif isinstance(node, (list, tuple)):
             for v in node:
                 walk(v, key)
