@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from relay.events import EVENT_TYPES, dumps
 from relay.providers import PROVIDERS, InboundRequest, Provider, Rejected
 from relay.providers.coinpayments import signature as coinpayments_signature
-from tests.conftest import TEST_SECRETS, make_config
+from tests.conftest import TEST_SECRETS, make_config, wait_for
 
 DATA = Path(__file__).parent / "data"
 CP_URL = "https://relay.example.com/hooks/coinpayments"
@@ -247,6 +247,23 @@ async def test_sample_is_stored_by_the_ingress(kind: str, ingress: Any, redis: A
     response = await client.post(path, data=sample.body, headers=sample.headers)
     assert response.status == 200, await response.text()
     assert await redis.zcard("relay:queue") == 1
+
+
+@pytest.mark.parametrize("kind", list(SOURCES))
+async def test_sample_travels_through_the_worker(
+    kind: str, ingress: Any, run_worker: Any, redis: Any, config_factory: Any
+) -> None:
+    """A stored sample is normalized by a real worker (with only keep_headers) and delivered."""
+    config = {**CONFIG, "sinks": {"console": {"type": "log"}}}
+    made = provider(kind)
+    event = made.sample_events[-1]
+    sample = made.sample(event, time.time())
+    path = f"/hooks/{kind}/{sample.token}" if sample.token else f"/hooks/{kind}"
+    client = await ingress(config)
+    assert (await client.post(path, data=sample.body, headers=sample.headers)).status == 200
+    await run_worker(config_factory(config))
+    await wait_for(lambda: redis.hget("relay:stats", "dlv:console:delivered"))
+    assert await redis.hget("relay:stats", f"evt:{kind}:payment.{event}") == b"1"
 
 
 def test_configurable_providers_offer_only_mapped_samples() -> None:
