@@ -214,6 +214,11 @@ class RssSampler:
         self._stop.set()
         self._thread.join(2)
 
+    def reset_start(self) -> None:
+        """Take the current RSS as the start (after start-up, not mid-import)."""
+        for entry in self.stats.values():
+            entry["start_mib"] = entry["last_mib"]
+
     def result(self) -> dict[str, dict[str, float]]:
         return {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in self.stats.items()}
 

@@ -115,11 +115,11 @@ class Rig:
     """Redis + fake sinks + ingress, for e2e and memory."""
 
     def __init__(self, tmp: Path, procs: Procs, redis_url: str, concurrency: int | None = None,
-                 log_level: str = "INFO"):
+                 log_level: str = "INFO", retry: dict[str, Any] | None = None):
         self.tmp, self.procs, self.redis_url = tmp, procs, redis_url
         self.sink_port = free_port()
         self.sinks_proc = start_sink_server(procs, self.sink_port)
-        sinks, self.notes = sink_configs(self.sink_port)
+        sinks, self.notes = sink_configs(self.sink_port, retry)
         self.config = write_config(tmp, redis_url, sinks, concurrency=concurrency)
         self.web_port = free_port()
         self.log_level = log_level
