@@ -118,9 +118,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _int(text: str) -> int | Decimal:
+    value = int(text)
+    # orjson writes 64-bit integers only; a larger one goes out as an exact Decimal fragment.
+    return value if -(2**63) <= value < 2**64 else Decimal(text)
+
+
 def loads(raw: bytes | str) -> Any:
     """Parse strict JSON keeping every number's exact digits (floats become Decimal)."""
-    return json.loads(raw, parse_float=Decimal, parse_constant=_no_constant)
+    return json.loads(raw, parse_float=Decimal, parse_int=_int, parse_constant=_no_constant)
 
 
 @dataclass(frozen=True)

@@ -457,9 +457,6 @@ def test_normalize_never_fails_on_any_json_object(kind: str, payload: dict[str, 
         orjson.loads(event.to_json())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="relay.events.dumps (orjson) refuses integers beyond 64 bits"
-)
 def test_big_integer_in_payload_serializes() -> None:
     """A payload integer beyond 64 bits (valid JSON) still gives an event that serializes."""
     made = PROVIDERS_BY_KIND["calypso"]
@@ -467,7 +464,7 @@ def test_big_integer_in_payload_serializes() -> None:
     (event,) = made.normalize(
         InboundRequest(source="calypso", body=body, headers={}, received_at=1.0)
     )
-    orjson.loads(event.to_json())
+    assert b'"amount":12345678901234567890123' in event.to_json()
 
 
 @settings(max_examples=150, deadline=None)
