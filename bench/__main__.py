@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             if part == "ingress":
                 from bench import ingress
 
-                ingress.run(args.quick)
+                ingress.run(args.quick, profile=not args.no_profile)
             elif part == "e2e":
                 from bench import e2e
 

@@ -40,7 +40,29 @@ INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def analyse(raw: Path) -> dict[str, Any]:
+INGRESS_CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("structlog / logging", ("structlog/", "relay/logs.py", "logging/__init__")),
+    ("redis-py (Lua EVALSHA, parse)", ("redis/", "hiredis")),
+    ("provider verify (signature, JSON check)", ("relay/providers/", "hmac.py", "orjson")),
+    ("payrelay store (msgpack job, id hash)", ("relay/queue.py", "msgpack", "hashlib")),
+    ("payrelay handler (relay/ingress)", ("relay/ingress/",)),
+    ("aiohttp server (HTTP parse, request, response)", ("aiohttp/", "multidict", "yarl")),
+]
+
+INGRESS_INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
+    ("receive_webhook (the whole handler)", ("receive_webhook (relay",)),
+    ("InboundStore.store (one EVALSHA)", ("store (relay/queue",)),
+    ("provider.verify", ("verify (relay/providers",)),
+    ("read_body", ("read_body (relay",)),
+    ("json_response", ("json_response (aiohttp",)),
+    ("asyncio.timeout", ("timeout (asyncio/timeouts", "Timeout.__aenter__", "Timeout.__aexit__")),
+]
+
+
+def analyse(raw: Path, categories: list[tuple[str, tuple[str, ...]]] | None = None,
+            inclusive: list[tuple[str, tuple[str, ...]]] | None = None) -> dict[str, Any]:
+    categories = categories or CATEGORIES
+    inclusive = inclusive or INCLUSIVE
     self_buckets: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
@@ -62,12 +84,12 @@ def analyse(raw: Path) -> dict[str, Any]:
             if "(asyncio/" in frame or "(selectors.py" in frame:
                 bucket = "asyncio event loop (scheduling, epoll)"
                 continue
-            hit = next((label for label, keys in CATEGORIES if any(k in frame for k in keys)), None)
+            hit = next((label for label, keys in categories if any(k in frame for k in keys)), None)
             if hit:
                 bucket = hit
                 break
         self_buckets[bucket] += count
-        for label, keys in INCLUSIVE:
+        for label, keys in inclusive:
             if any(any(k in f for k in keys) for f in frames):
                 incl[label] += count
     def share(c: Counter[str]) -> list[tuple[str, float]]:
@@ -79,8 +101,7 @@ def analyse(raw: Path) -> dict[str, Any]:
 def profile_worker(rig: Any, n: int, seq_base: int, seconds: float = 6.0) -> dict[str, Any]:
     from bench.e2e import preload, wait_delivered, wait_workers_ready
 
-    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
-    if not Path(spy).exists():
+    if pyspy() is None:
         log("profile: py-spy not installed (pip install py-spy): skipped")
         return {"skipped": "py-spy not installed"}
     rig.reset()
@@ -88,15 +109,12 @@ def profile_worker(rig: Any, n: int, seq_base: int, seconds: float = 6.0) -> dic
     workers = rig.workers(1)
     wait_workers_ready(rig.r, 1, workers)
     raw = rig.tmp / "worker.pyspy.txt"
-    spy_proc = subprocess.run(
-        [spy, "record", "--pid", str(workers[0].pid), "--duration", str(int(seconds)), "--rate",
-         "250", "--format", "raw", "--nonblocking", "--output", str(raw)],
-        capture_output=True, text=True, timeout=seconds + 60)
+    err = record(workers[0].pid, seconds, raw)
     wait_delivered(rig.r, 3 * ok, timeout=120)
     rig.stop(workers)
     if not raw.exists():
-        log(f"profile: py-spy failed: {spy_proc.stderr[-300:]}")
-        return {"skipped": f"py-spy failed: {spy_proc.stderr[-300:]}"}
+        log(f"profile: py-spy failed: {err[-300:]}")
+        return {"skipped": f"py-spy failed: {err[-300:]}"}
     result = analyse(raw)
     out = Path(__file__).resolve().parent / "results" / "worker.pyspy.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,3 +123,24 @@ def profile_worker(rig: Any, n: int, seq_base: int, seconds: float = 6.0) -> dic
         f"{k} {v}%" for k, v in result["by_part_self_pct"][:8]))
     log("profile (inclusive): " + ", ".join(f"{k} {v}%" for k, v in result["inclusive_pct"]))
     return result
+
+
+def pyspy() -> str | None:
+    spy = shutil.which("py-spy") or str(Path(PY).parent / "py-spy")
+    return spy if Path(spy).exists() else None
+
+
+def record(pid: int, seconds: float, out: Path) -> str:
+    """py-spy record --nonblocking into `out` (raw collapsed stacks); returns stderr."""
+    spy = pyspy()
+    if spy is None:
+        return "py-spy not installed"
+    proc = subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
+         "--format", "raw", "--nonblocking", "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from bench.common import cpus_client, pin
+
+    pin(proc.pid, cpus_client())
+    _, err = proc.communicate(timeout=seconds + 60)
+    return err
