@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -157,12 +158,29 @@ def token_matches(secrets: Iterable[str], given: str | None) -> bool:
     return found
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """JSON may escape half a surrogate pair (`"\\ud800"`); no UTF-8 output can carry one, so it
+    becomes U+FFFD (else the event id and the event JSON could not be written)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    return value
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """The payload as a dict with exact decimals, or `Rejected(400, malformed)`."""
     if not body.strip():
         raise malformed("empty body")
     try:
         parsed = loads(body)
+        if b"\\u" in body or not body.isascii():  # only then can a lone surrogate be in it
+            parsed = _without_lone_surrogates(parsed)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed("body is not valid JSON") from None
     if not isinstance(parsed, dict):

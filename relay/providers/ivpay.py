@@ -16,9 +16,11 @@ from relay.providers.base import (
     Provider,
     SampleRequest,
     bad_signature,
-    token_matches,
     check_json_object,
     parse_json_object,
+    safe_time,
+    scalar,
+    token_matches,
 )
 
 _TYPES = {
@@ -55,7 +57,7 @@ class IvpayProvider(Provider):
                 dedupe_key=f"{payment_id}:{status}",
                 type=_TYPES.get(status, "payment.other"),
                 provider_event=data.get("status"),
-                occurred_at=data.get("processed_at"),
+                occurred_at=safe_time(scalar(data.get("processed_at"))),
                 payment={
                     "id": payment_id,
                     "reference": data.get("foreign_id"),

@@ -107,6 +107,8 @@ class StandardWebhooksProvider(MappedProvider):
     def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
         payload = parse_json_object(request.body)
         msg_id = request.header("webhook-id")
+        if msg_id:  # non-UTF-8 header bytes arrive surrogate-escaped: keep them distinct, writable
+            msg_id = header_bytes(msg_id).decode("utf-8", "backslashreplace")
         key = f"msg:{msg_id}" if msg_id else f"body:{body_digest(request.body)}"
         return [self.mapped_event(request, payload, key)]
 
