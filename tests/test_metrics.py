@@ -1,5 +1,8 @@
 """GET /metrics (Prometheus text format) and the admin token on /metrics and /status."""
 
+# Fixtures imported from tests.test_monitor are parameters here: that is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,8 @@
 """`relay status` as a user runs it: the console script in a subprocess, on the test Redis."""
 
+# Fixtures imported from tests.test_monitor are parameters here: that is not a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import asyncio

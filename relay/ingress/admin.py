@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from redis.exceptions import RedisError
 
 from relay import __version__
+
 # The module, not its names: app.py imports this module, and either may be imported first.
 from relay.ingress import app as ingress
 from relay.ingress.guard import UNKNOWN_SOURCE
