@@ -454,3 +454,61 @@ def _v(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "?"
+
+
+# --- other processes' CPU (this box may be shared) ------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _busy_seconds() -> float:
+    """user + nice + system CPU seconds of the whole machine (irq/softirq/steal left out)."""
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()[1:]
+    user, nice, system = (int(x) for x in fields[:3])
+    return (user + nice + system) / _TICK
+
+
+def _steal_seconds() -> float:
+    with open("/proc/stat") as fh:
+        fields = fh.readline().split()[1:]
+    return int(fields[7]) / _TICK if len(fields) > 7 else 0.0
+
+
+def _mine_seconds() -> float:
+    """CPU seconds of this process and every descendant, reaped ones included."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            ct = child.cpu_times()
+            total += ct.user + ct.system
+    return total
+
+
+class CpuNoise:
+    """How many CPUs' worth of work processes *not* started by the benchmark did meanwhile
+    (another test suite on a shared box), and the VM's steal time."""
+
+    def __enter__(self) -> CpuNoise:
+        self.t0 = time.monotonic()
+        self.busy0, self.mine0, self.steal0 = _busy_seconds(), _mine_seconds(), _steal_seconds()
+        self.other_cpus = 0.0
+        self.steal_cpus = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = max(1e-6, time.monotonic() - self.t0)
+        busy = _busy_seconds() - self.busy0
+        mine = _mine_seconds() - self.mine0
+        self.other_cpus = round(max(0.0, busy - mine) / wall, 2)
+        self.steal_cpus = round((_steal_seconds() - self.steal0) / wall, 2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds a live process has used so far (0 when it is gone)."""
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0

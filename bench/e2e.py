@@ -22,7 +22,7 @@ import aiohttp
 import redis as redis_sync
 
 from bench.common import (
-    HOST, PREFIX, PY, REPO, REQUESTS, Procs, RssSampler, free_port, log, redis_server,
+    HOST, PREFIX, PY, REPO, REQUESTS, CpuNoise, Procs, cpu_seconds, RssSampler, free_port, log, redis_server,
     save_result, sink_configs, start_ingress, start_sink_server, start_worker, workspace,
     write_config,
 )
@@ -126,6 +126,7 @@ class Rig:
         self.web = start_ingress(procs, self.config, self.web_port, log_level=log_level)
         self.base = f"http://{HOST}:{self.web_port}"
         self.r = redis_sync.Redis.from_url(redis_url)
+        self.redis_pid = int(self.r.info("server")["process_id"])
 
     def reset(self) -> None:
         self.r.flushall()
@@ -149,14 +150,21 @@ def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: i
     ok = preload(rig.base, n, seq_base)
     preload_s = time.monotonic() - t0
     queued = rig.r.zcard(f"{PREFIX}:queue")
-    rig.r.config_resetstat()
     spawn = time.monotonic()
     workers = rig.workers(k, log_level)
     if sampler:
         for i, w in enumerate(workers):
             sampler.watch(f"worker (of {k}) #{i + 1}", w.pid)
     ready = wait_workers_ready(rig.r, k, workers)
-    done, counts = wait_delivered(rig.r, 3 * ok, timeout=180)
+    rig.r.config_resetstat()  # count the workers' commands, not the start-up wait's SCANs
+    others = {"redis-server": rig.redis_pid, "fake sink server": rig.sinks_proc.pid}
+    cpu0 = {w.pid: cpu_seconds(w.pid) for w in workers}
+    cpu0_other = {name: cpu_seconds(pid) for name, pid in others.items()}
+    with CpuNoise() as noise:
+        done, counts = wait_delivered(rig.r, 3 * ok, timeout=180)
+        worker_cpu = sum(cpu_seconds(w.pid) - cpu0[w.pid] for w in workers)
+        other_cpu = {name: round(cpu_seconds(pid) - cpu0_other[name], 2)
+                     for name, pid in others.items()}
     elapsed = done - ready
     stats = stats_hash(rig.r)
     cmdstats = rig.r.info("commandstats")
@@ -173,28 +181,38 @@ def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: i
               "events_per_s_per_worker": round(rate / k, 1),
               "duplicates_dropped": sum(v for f, v in stats.items() if f.endswith(":duplicate")),
               "log_level": log_level or rig.log_level,
+              "worker_cpu_s": round(worker_cpu, 2),
+              "worker_cpu_util": round(worker_cpu / max(elapsed, 1e-6) / k, 2),
+              "worker_cpu_ms_per_event": round(1000 * worker_cpu / max(total / 3, 1), 3),
+              "events_per_worker_cpu_s": round((total / 3) / max(worker_cpu, 1e-6), 1),
+              "cpu_s_others": other_cpu, "other_cpus": noise.other_cpus,
+              "steal_cpus": noise.steal_cpus,
               "redis_commands_per_event": round(sum(calls.values()) / max(ok, 1), 1),
               "redis_commands_per_event_by_name": per_event}
     log(f"e2e{label}: {k} worker(s): {ok} events x 3 sinks in {elapsed:.2f}s = "
         f"{rate:.0f} events/s ({rate / k:.0f}/s per worker, {total / elapsed:.0f} deliveries/s)"
         f"{'' if result['complete'] else ' INCOMPLETE: ' + str(counts)}; "
-        f"{result['redis_commands_per_event']} Redis commands per event")
+        f"{result['redis_commands_per_event']} Redis commands per event; worker CPU "
+        f"{result['worker_cpu_ms_per_event']:.2f} ms/event = {result['events_per_worker_cpu_s']:.0f} "
+        f"events/s per fully busy worker (busy {result['worker_cpu_util']:.0%}); CPU s meanwhile "
+        f"{other_cpu}; processes outside the benchmark {noise.other_cpus:.2f} CPUs")
     return result
 
 
 def latency_at(rig: Rig, rate: float, seconds: float, seq_base: int) -> dict[str, Any]:
     sink_post(rig.sink_port, "/reset")
     before = sum(delivered(rig.r).values())
-    out = subprocess.run(
-        [PY, "-m", "bench.loadgen", "rate", "--url", rig.base, "--source", "ivpay", "--rate",
-         str(rate), "-d", str(seconds), "--seq-base", str(seq_base), "--repo", str(REPO)],
-        capture_output=True, text=True, timeout=seconds + 60, cwd=str(REPO))
+    with CpuNoise() as noise:
+        out = subprocess.run(
+            [PY, "-m", "bench.loadgen", "rate", "--url", rig.base, "--source", "ivpay", "--rate",
+             str(rate), "-d", str(seconds), "--seq-base", str(seq_base), "--repo", str(REPO)],
+            capture_output=True, text=True, timeout=seconds + 60, cwd=str(REPO))
     load = json.loads(out.stdout.strip().splitlines()[-1])
     sent_done = time.monotonic()
     done, counts = wait_delivered(rig.r, before + 3 * load["accepted"], timeout=60)
     drain_s = done - sent_done
     sinks = sink_stats(rig.sink_port)
-    row = {"rate": rate, "seconds": seconds, "load": load, "drain_after_load_s": round(drain_s, 2),
+    row = {"rate": rate, "seconds": seconds, "load": load, "other_cpus": noise.other_cpus, "drain_after_load_s": round(drain_s, 2),
            "sinks": {s: sinks.get(s, {}) for s in SINKS}}
     lat = {s: row["sinks"][s].get("latency", {}) for s in SINKS}
     log(f"e2e latency @ {rate:.0f}/s offered (achieved {load['achieved_rate']}/s, "
