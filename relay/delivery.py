@@ -35,9 +35,13 @@ MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as 
 RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
 DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
 
+# Claim an event for this inbound request (or find our own earlier claim after a crash), count
+# it, and return the delivery states: one round trip. Another carrier's claim -> duplicate.
 _CLAIM = """
-local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-if not ok and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+elseif redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
   return false
 end
 return redis.call('HGETALL', KEYS[2])
@@ -111,25 +115,24 @@ class Pipeline:
 
     async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
         states = await self._claim(
-            keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id)],
-            args=[inbound_id, self.window_ms],
+            keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id), self.keys.stats],
+            args=[inbound_id, self.window_ms, f"evt:{event.source}:{event.type}",
+                  f"evt:{event.source}:duplicate"],
         )
         if states is None:
             log.info("duplicate event dropped", event_id=event.id, source=event.source,
                      inbound_id=inbound_id)
-            await self.redis.hincrby(self.keys.stats, f"evt:{event.source}:duplicate", 1)
             return
-        done = {states[i].decode(): states[i + 1].decode() for i in range(0, len(states), 2)}
+        done = {states[i].decode() for i in range(0, len(states), 2)}
         stored = StoredEvent(event.to_json())
         targets = [
             name for name in route(self.sink_configs, event.type, event.source) if name not in done
         ]
-        if not done:
-            await self.redis.hincrby(self.keys.stats, f"evt:{event.source}:{event.type}", 1)
         if not targets:
             return
         attempts = [Attempt(stored, name, 1, 0, received_at) for name in targets]
-        await asyncio.gather(*(self.attempt(a, owner=None) for a in attempts))
+        outcomes = await asyncio.gather(*(self.attempt(a) for a in attempts))
+        await self.record(list(zip(attempts, outcomes, strict=True)))
 
     async def dead_inbound(self, inbound_id: str, request: InboundRequest, reason: str) -> None:
         letter = DeadLetter(
@@ -158,24 +161,24 @@ class Pipeline:
                      state=state.decode())
             return
         if attempt.sink not in self.sinks:
-            await self.record(attempt, Failed(f"sink {attempt.sink!r} is no longer configured"))
-            return
-        await self.attempt(attempt, owner=owner)
+            outcome: Outcome = Failed(f"sink {attempt.sink!r} is no longer configured")
+        else:
+            outcome = await self.attempt(attempt)
+        await self.record([(attempt, outcome)])
 
-    async def attempt(self, attempt: Attempt, owner: str | None) -> None:
+    async def attempt(self, attempt: Attempt) -> Outcome:
+        """One try at one sink (after a rate-limit slot, when the sink has a limit)."""
         sink = self.sinks[attempt.sink]
         limit = sink.config.rate_limit
         if limit is not None:
             wait = await self._rate_slot(attempt.sink, limit)
             if wait > 0:
-                await self.record(attempt, RetryLater("rate limit", after=wait, rate_limited=True))
-                return
+                return RetryLater("rate limit", after=wait, rate_limited=True)
         try:
-            outcome = await sink.deliver(self.session, attempt.event, attempt.attempt)
+            return await sink.deliver(self.session, attempt.event, attempt.attempt)
         except Exception as exc:  # noqa: BLE001 - a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
-            outcome = RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
-        await self.record(attempt, outcome)
+            return RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
 
     async def _rate_slot(self, sink: str, limit: Any) -> float:
         deadline = time.monotonic() + RATE_WAIT_INLINE_S
@@ -187,54 +190,60 @@ class Pipeline:
 
     # --- recording ----------------------------------------------------------------------
 
-    async def record(self, attempt: Attempt, outcome: Outcome) -> None:
+    async def record(self, results: list[tuple[Attempt, Outcome]]) -> None:
+        """Write what happened to each delivery in one MULTI/EXEC: a mark, the next attempt's
+        job, or a dead letter, with the counters that go with it."""
+        now = time.time()
+        dead = False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for attempt, outcome in results:
+                dead |= self._record_one(pipe, attempt, outcome, now)
+            # After the writes: EXPIRE on a key that does not exist yet does nothing.
+            for event_id in {attempt.event.id for attempt, _ in results}:
+                pipe.expire(self.keys.deliveries(event_id), self.state_ttl_s)
+            await pipe.execute()
+        if dead:
+            await self.dlq.trim()
+
+    def _record_one(self, pipe: Any, attempt: Attempt, outcome: Outcome, now: float) -> bool:
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
-        now = time.time()
         fields = {"event_id": event_id, "source": attempt.event.source, "sink": sink,
                   "attempt": attempt.attempt}
-        dead: DeadLetter | None = None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if isinstance(outcome, Delivered):
-                pipe.hset(state_key, sink, "ok")
-                pipe.hincrby(self.keys.stats, f"dlv:{sink}:delivered", 1)
-                self._observe_latency(pipe, sink, now - attempt.received_at)
-                pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
-                log.info("delivered", status=outcome.status, **fields)
-            else:
-                retry = self._next(attempt, outcome)
-                health = {"last_error": outcome.reason, "last_error_at": now,
-                          "last_status": outcome.status or 0}
-                if retry is not None:
-                    delay, following = retry
-                    job_id = delivery_job_id(event_id, sink, following.attempt, following.waits)
-                    add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
-                    pipe.hset(state_key, sink, f"job:{job_id}")
-                    kind = "rate_limited" if following.attempt == attempt.attempt else "retry"
-                    pipe.hincrby(self.keys.stats, f"dlv:{sink}:{kind}", 1)
-                    log.warning("delivery will be retried", reason=outcome.reason,
-                                status=outcome.status, retry_in_s=round(delay, 3), **fields)
-                else:
-                    gone = isinstance(outcome, Failed) and outcome.sink_gone
-                    health["gone"] = int(gone)
-                    dead = DeadLetter(
-                        id=delivery_letter_id(event_id, sink), kind="delivery",
-                        source=attempt.event.source, failed_at=now, reason=outcome.reason,
-                        attempts=attempt.attempt, sink=sink, event_id=event_id,
-                        event_type=attempt.event.type, last_status=outcome.status,
-                        excerpt=outcome.excerpt, received_at=attempt.received_at,
-                        event=attempt.event.json,
-                    )
-                    self.dlq.add(pipe, dead)
-                    pipe.hset(state_key, sink, "dlq")
-                    pipe.hincrby(self.keys.stats, f"dlv:{sink}:failed", 1)
-                    log.error("delivery dead-lettered", reason=outcome.reason,
-                              status=outcome.status, **fields)
-                pipe.hset(self.keys.sink_health(sink), mapping=health)
-            pipe.expire(state_key, self.state_ttl_s)
-            await pipe.execute()
-        if dead is not None:
-            await self.dlq.trim()
+        if isinstance(outcome, Delivered):
+            pipe.hset(state_key, sink, "ok")
+            pipe.hincrby(self.keys.stats, f"dlv:{sink}:delivered", 1)
+            self._observe_latency(pipe, sink, now - attempt.received_at)
+            pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
+            log.info("delivered", status=outcome.status, **fields)
+            return False
+        health = {"last_error": outcome.reason, "last_error_at": now,
+                  "last_status": outcome.status or 0}
+        retry = self._next(attempt, outcome)
+        if retry is not None:
+            delay, following = retry
+            job_id = delivery_job_id(event_id, sink, following.attempt, following.waits)
+            add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
+            pipe.hset(state_key, sink, f"job:{job_id}")
+            kind = "rate_limited" if following.attempt == attempt.attempt else "retry"
+            pipe.hincrby(self.keys.stats, f"dlv:{sink}:{kind}", 1)
+            pipe.hset(self.keys.sink_health(sink), mapping=health)
+            log.warning("delivery will be retried", reason=outcome.reason,
+                        status=outcome.status, retry_in_s=round(delay, 3), **fields)
+            return False
+        health["gone"] = int(isinstance(outcome, Failed) and outcome.sink_gone)
+        self.dlq.add(pipe, DeadLetter(
+            id=delivery_letter_id(event_id, sink), kind="delivery",
+            source=attempt.event.source, failed_at=now, reason=outcome.reason,
+            attempts=attempt.attempt, sink=sink, event_id=event_id,
+            event_type=attempt.event.type, last_status=outcome.status,
+            excerpt=outcome.excerpt, received_at=attempt.received_at, event=attempt.event.json,
+        ))
+        pipe.hset(state_key, sink, "dlq")
+        pipe.hincrby(self.keys.stats, f"dlv:{sink}:failed", 1)
+        pipe.hset(self.keys.sink_health(sink), mapping=health)
+        log.error("delivery dead-lettered", reason=outcome.reason, status=outcome.status, **fields)
+        return True
 
     def _next(self, attempt: Attempt, outcome: Outcome) -> tuple[float, Attempt] | None:
         """The delay and the attempt that follows a failure, or None: dead-letter it."""
@@ -262,4 +271,4 @@ class Pipeline:
         bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
         pipe.hincrby(key, bucket, 1)
         pipe.hincrbyfloat(key, "sum", max(0.0, seconds))
-        pipe.hincrby(key, "count", 1)
+        pipe.hincrby(key, "count", 1)  # derivable from the buckets, but cheap to read

@@ -60,8 +60,11 @@ def exact_decimal(value: Any) -> str | None:
 
 def _plain(value: Decimal) -> str:
     # Decimal('1E+2') must read 100, but keep the digits as sent otherwise ("0.10" stays "0.10").
+    # A huge exponent stays in exponent form: 1E+999999999 written out would be a gigabyte.
     text = str(value)
-    return format(value, "f") if "E" in text or "e" in text else text
+    if ("E" in text or "e" in text) and value.is_finite() and abs(value.adjusted()) <= 60:
+        return format(value, "f")
+    return text
 
 
 def rfc3339(moment: datetime | float | int | str | None) -> str | None:

@@ -64,8 +64,10 @@ def inbound_id(source: str, body: bytes) -> str:
 
 
 def request_to_job(request: InboundRequest, keep_headers: tuple[str, ...]) -> dict[str, Any]:
-    # The URL token is a secret and verification is done: it is not stored.
-    headers = {name: request.headers[name] for name in keep_headers if name in request.headers}
+    # The URL token is a secret and verification is done: it is not stored. Header values are
+    # kept as the bytes received (aiohttp surrogate-escapes non-UTF-8 bytes; msgpack cannot).
+    headers = {name: request.headers[name].encode("utf-8", "surrogateescape")
+               for name in keep_headers if name in request.headers}
     return {
         "source": request.source,
         "body": request.body,
@@ -79,7 +81,8 @@ def job_to_request(job: dict[str, Any]) -> InboundRequest:
     return InboundRequest(
         source=job["source"],
         body=job["body"],
-        headers=job.get("headers") or {},
+        headers={name: value.decode("utf-8", "surrogateescape") if isinstance(value, bytes)
+                 else value for name, value in (job.get("headers") or {}).items()},
         client_ip=job.get("client_ip", ""),
         received_at=job.get("received_at", 0.0),
     )

@@ -42,7 +42,7 @@ from standardwebhooks.webhooks import Webhook
 from relay.dlq import DeadLetterQueue
 from relay.events import EVENT_TYPES, dumps, loads
 from relay.keys import Keys
-from relay.providers import PROVIDERS, InboundRequest
+from relay.providers import PROVIDERS, InboundRequest, Rejected
 from tests.conftest import TEST_SECRETS, wait_for
 from tests.sink_servers import sink_server  # noqa: F401
 from tests.test_provider_vectors import KEYS, MERCHANT, SIGNERS, SOURCES, json_values
@@ -350,10 +350,6 @@ def _sign_standard(msg_id: bytes, body: bytes) -> bytes:
     return b"webhook-timestamp: " + stamp + b"\r\nwebhook-signature: v1," + base64.b64encode(digest)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: relay/queue.py:53 serialize (msgpack, from store() at queue.py:104, app.py:74) raises "
-    "UnicodeEncodeError on a kept header holding non-UTF-8 bytes (aiohttp surrogate-escapes "
-    "them): 500, and the request is lost"))
 async def test_signed_request_with_non_utf8_header_bytes(ingress: Any, redis: Any) -> None:
     """A correctly signed Standard Webhooks request whose webhook-id holds any bytes: the table
     still holds (stored, or rejected without storing); never a 500."""
@@ -372,13 +368,9 @@ async def test_signed_request_with_non_utf8_header_bytes(ingress: Any, redis: An
     assert not failures, failures
 
 
-# --- known deviations found by fuzzing (outside tests' ownership): strict xfail, so a fix shows
+# --- deviations found by fuzzing, fixed: regression tests
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: aiohttp decodes Content-Encoding before the handler: invalid gzip/deflate data makes "
-    "read_body (relay/ingress/guard.py:33) raise RequestPayloadError -> 500; br/zstd get "
-    "aiohttp's plain-text 400 before routing (no JSON body, no rejection record)"))
 @pytest.mark.parametrize(("encoding", "source"), [
     ("gzip", "ivpay"), ("deflate", "ivpay"), ("br", "ivpay"), ("zstd", "nosuch")])
 async def test_content_encoding_is_answered_by_the_table(
@@ -392,10 +384,6 @@ async def test_content_encoding_is_answered_by_the_table(
     assert await redis.zcard("relay:queue") == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: with Content-Encoding: gzip the ingress verifies (and stores) the decompressed body, "
-    "not the raw request bytes (SPEC 3); fix: web.Application(handler_args="
-    "{'auto_decompress': False}) in relay/ingress/app.py create_app"))
 async def test_signature_covers_the_raw_bytes_even_when_compressed(
     ingress: Any, redis: Any
 ) -> None:
@@ -407,10 +395,6 @@ async def test_signature_covers_the_raw_bytes_even_when_compressed(
     assert response.status == 401  # the signature is over other bytes than were sent
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deviation: aiohttp's {source}/{token} match [^{}/]+, so a name or token holding a brace "
-    "gets aiohttp's plain-text 404 (not the JSON unknown_source, not recorded); a configured "
-    "url_token with a brace could never match. Fix: '{source:[^/]+}', '{token:[^/]+}'"))
 @pytest.mark.parametrize("path", ["/hooks/a%7Db", "/hooks/coinable/%7Btoken%7D"])
 async def test_braces_in_source_or_token_get_the_table(path: str, ingress: Any) -> None:
     client = await ingress({"sources": ALL_SOURCES})
@@ -419,10 +403,6 @@ async def test_braces_in_source_or_token_get_the_table(path: str, ingress: Any) 
     assert (await response.json())["error"] in ("unknown_source", "bad_token")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "aiohttp (3.14.5) bug, on every route: an Expect header that is not 100-continue is 417 "
-    "(not in SPEC 3's set), and one with non-UTF-8 bytes is a 500 (UnicodeEncodeError building "
-    "the 417 text in web_urldispatcher._default_expect_handler)"))
 @pytest.mark.parametrize("value", [b"\x90$", b"foo"])
 async def test_odd_expect_header(value: bytes, ingress: Any) -> None:
     client = await ingress({"sources": ALL_SOURCES})
@@ -619,25 +599,22 @@ def test_standard_webhooks_non_utf8_webhook_id() -> None:
     assert len(ids) == 2
 
 
-# --- what fuzzing found in relay/events.py (not this module's to fix): strict xfail ---------------
+# --- what fuzzing found in relay/events.py, fixed: regression tests -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: relay/events.py:64 _plain writes 1E+5000 as 5001 digits; StoredEvent.body "
-    "(events.py:214 loads -> _int, events.py:122) then refuses to read it back (int max str "
-    "digits): 'inbound job failed', dead letter. 1E+999999999 (15 bytes) would make a 1 GB string"))
 def test_big_exponent_in_data_round_trips() -> None:
     made = _provider("cryptoix")
     (event,) = made.normalize(InboundRequest(source="cryptoix", body=b'{"x": 1E+5000}', headers={}))
     assert loads(event.to_json())["data"]["x"] == Decimal("1E+5000")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a payload nested 255..1000 deep is accepted (orjson/json parse it) but "
-    "PaymentEvent.to_json (relay/events.py:203, orjson.dumps) has a recursion limit of 254: "
-    "'inbound job failed' at workers/jobs.py:45, dead letter"))
-def test_deeply_nested_payload_serializes() -> None:
+async def test_deeply_nested_payload_is_rejected_at_the_door(ingress: Any, redis: Any) -> None:
+    """JSON nested past what can be relayed is a 400 malformed at the ingress, never stored."""
     made = _provider("cryptoix")
     body = b'{"x": ' + b"[" * 300 + b"]" * 300 + b"}"
-    (event,) = made.normalize(InboundRequest(source="cryptoix", body=body, headers={}))
-    event.to_json()
+    with pytest.raises(Rejected) as info:
+        made.normalize(InboundRequest(source="cryptoix", body=body, headers={}))
+    assert info.value.status == 400
+    shallow = b'{"x": ' + b"[" * 150 + b"]" * 150 + b"}"
+    (event,) = made.normalize(InboundRequest(source="cryptoix", body=shallow, headers={}))
+    assert event.to_json()

@@ -49,7 +49,7 @@ async def test_every_retry_job_outlives_its_wait(config_factory: Any, redis: Any
         attempt = Attempt(StoredEvent(event.to_json()), "shop", 1, 0, time.time())
         keys = Keys()
         for step, base in enumerate(DEFAULT.schedule, start=1):
-            await pipeline.record(attempt, RetryLater("HTTP 503", 503))
+            await pipeline.record([(attempt, RetryLater("HTTP 503", 503))])
             state = (await redis.hget(keys.deliveries(event.id), "shop")).decode()
             job_id = state.removeprefix("job:")
             due_in = (await redis.zscore(keys.queue, job_id)) / 1000 - time.time()
@@ -61,7 +61,7 @@ async def test_every_retry_job_outlives_its_wait(config_factory: Any, redis: Any
             job = deserialize(await redis.get(job_key_prefix + job_id))
             assert job["f"] == "deliver" and job["k"]["attempt"] == step + 1
             attempt = Attempt(attempt.event, "shop", step + 1, 0, attempt.received_at)
-        await pipeline.record(attempt, RetryLater("HTTP 503", 503))
+        await pipeline.record([(attempt, RetryLater("HTTP 503", 503))])
     assert (await redis.hget(keys.deliveries(event.id), "shop")) == b"dlq"
     (letter,) = await pipeline.dlq.list()
     assert letter.attempts == 8 and letter.last_status == 503

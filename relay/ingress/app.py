@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from redis.exceptions import RedisError
 
 from relay.config.model import LoadedConfig
@@ -47,6 +47,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _error(404, "unknown_source")
     try:
         body = await read_body(request, server.max_body_bytes)
+    except ClientPayloadError:
+        await rejections.record(source, True, 400, "malformed", "incomplete request body", address)
+        return _error(400, "malformed")
     except TooLarge:
         reason = f"body over {server.max_body_bytes} bytes"
         await rejections.record(source, True, 413, "too_large", reason, address)
@@ -74,6 +77,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
             stored = await app[STORE].store(inbound, provider.keep_headers)
     except (RedisError, OSError, TimeoutError) as exc:
         log.error("redis unavailable: webhook not stored", source=source, error=type(exc).__name__)
+        return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
+    except Exception:  # noqa: BLE001 - never a 500: the provider retries, and we see the bug
+        log.exception("webhook not stored", source=source)
         return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
     answer: dict[str, object] = {"ok": True, "id": stored.id}
     if stored.duplicate:
@@ -113,13 +119,25 @@ def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
     }
 
 
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` is honoured; any other Expect value is ignored (aiohttp would
+    answer 417, which no provider expects)."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 def create_app(loaded: LoadedConfig) -> web.Application:
-    app = web.Application(client_max_size=loaded.config.server.max_body_bytes)
+    # auto_decompress off: signatures are checked on the bytes as sent, and a bad gzip body
+    # cannot fail inside aiohttp before our handler runs.
+    app = web.Application(client_max_size=loaded.config.server.max_body_bytes,
+                          handler_args={"auto_decompress": False})
     app[CONFIG] = loaded
     app[SOURCES] = build_sources(loaded)
     app.cleanup_ctx.append(_redis_ctx)
-    app.router.add_post("/hooks/{source}", receive_webhook)
-    app.router.add_post("/hooks/{source}/{token}", receive_webhook)
+    # [^/]+ rather than aiohttp's default [^{}/]+: any name or token reaches our handler.
+    app.router.add_post("/hooks/{source:[^/]+}", receive_webhook, expect_handler=expect_continue)
+    app.router.add_post("/hooks/{source:[^/]+}/{token:[^/]+}", receive_webhook,
+                        expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     admin.add_routes(app)

@@ -173,10 +173,39 @@ def _without_lone_surrogates(value: Any) -> Any:
     return value
 
 
+MAX_JSON_DEPTH = 200  # deeper than any payment payload; orjson cannot write past 254
+
+
+def _too_deep(body: bytes) -> bool:
+    """True when brackets nest deeper than MAX_JSON_DEPTH (only scanned when it could be)."""
+    if body.count(b"{") + body.count(b"[") <= MAX_JSON_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+    return False
+
+
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """The payload as a dict with exact decimals, or `Rejected(400, malformed)`."""
     if not body.strip():
         raise malformed("empty body")
+    if _too_deep(body):
+        raise malformed(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         parsed = loads(body)
         if b"\\u" in body or not body.isascii():  # only then can a lone surrogate be in it
@@ -192,6 +221,8 @@ def check_json_object(body: bytes) -> None:
     """The ingress's cheap check: a JSON object, or `Rejected(400, malformed)`."""
     if not body.strip():
         raise malformed("empty body")
+    if _too_deep(body):
+        raise malformed(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
