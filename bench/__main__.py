@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench import report
 
     seconds = time.monotonic() - started
-    info = {"seconds": seconds, "parts": [f"{k} {v:.0f}s" for k, v in timings.items()]}
+    info = {"seconds": seconds, "parts": [f"{k} {v:.0f}s" for k, v in timings.items()],
+            "machine": m}
     if set(parts) != set(PARTS):
         info = None  # a partial run: the run time line would describe only some parts
     else:

@@ -358,17 +358,31 @@ def write_config(directory: Path, redis_url: str, sinks: dict[str, Any] | None =
     return path
 
 
+def have_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def relay_cmd(uvloop: bool = False) -> list[str]:
+    """`relay`, or `relay` on uvloop through bench/uvloop_shim.py (relay/ untouched)."""
+    return [PY, "-m", "bench.uvloop_shim"] if uvloop else [RELAY]
+
+
 def start_ingress(procs: Procs, config: Path, port: int, cpus: set[int] | None = None,
-                  name: str = "web", log_level: str = "INFO") -> Proc:
-    proc = procs.start(name, [RELAY, "serve", "--config", str(config), "--host", HOST,
+                  name: str = "web", log_level: str = "INFO", uvloop: bool = False) -> Proc:
+    proc = procs.start(name, [*relay_cmd(uvloop), "serve", "--config", str(config), "--host", HOST,
                               "--port", str(port)], env={"LOG_LEVEL": log_level}, cpus=cpus)
     wait_http(port, "/healthz", proc=proc)
     return proc
 
 
 def start_worker(procs: Procs, config: Path, name: str = "worker",
-                 cpus: set[int] | None = None, log_level: str = "INFO") -> Proc:
-    return procs.start(name, [RELAY, "worker", "--config", str(config)],
+                 cpus: set[int] | None = None, log_level: str = "INFO",
+                 uvloop: bool = False) -> Proc:
+    return procs.start(name, [*relay_cmd(uvloop), "worker", "--config", str(config)],
                        env={"LOG_LEVEL": log_level}, cpus=cpus)
 
 
