@@ -82,23 +82,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from relay import logs
-    from workers.settings import build_worker
+    from workers.settings import run_worker
 
     loaded = _load(args.config)
     _need_redis(loaded)
     logs.configure(loaded.secrets, os.environ.get("LOG_LEVEL", "INFO"), process="worker")
     logging.getLogger("arq").setLevel(os.environ.get("ARQ_LOG_LEVEL", "WARNING"))
 
-    async def run() -> None:
-        worker = build_worker(loaded)  # inside the loop: arq binds its signal handlers to it
-        try:
-            await worker.async_run()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            await worker.close()
-
-    asyncio.run(run())
+    asyncio.run(run_worker(loaded))
     return 0
 
 

@@ -196,6 +196,10 @@ async def test_redis_restart_is_ridden_out(tmp_path: Path, sink_server: Any) -> 
             await wait_for(lambda: all(set(received(sink_server, s)) >= want for s in SINKS),
                            timeout=60, interval=0.5)
             assert web.alive() and worker.alive(), worker.output()
+        except AssertionError:
+            missing = {s: len(want - set(received(sink_server, s))) for s in SINKS}
+            raise AssertionError(f"missing {missing}, accepted {len(accepted)}, worker alive "
+                                 f"{worker.alive()}:\n{worker.output()}") from None
         finally:
             worker.stop()
             web.stop()

@@ -14,16 +14,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from arq import Worker
+from redis.exceptions import RedisError
 from arq.worker import func
 
 from relay.config.model import LoadedConfig
 from relay.keys import Keys
+from relay.logs import get_logger
 from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
 from relay.redis import arq_settings
 from workers.jobs import deliver, process_inbound, shutdown, startup, worker_id
+
+log = get_logger("relay.worker")
 
 MAX_TRIES = 1_000_000
 SHUTDOWN_GRACE_S = 20
@@ -63,3 +68,31 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
     worker = Worker(**options)
     worker.ctx["worker"] = worker
     return worker
+
+
+async def run_worker(loaded: LoadedConfig) -> None:
+    """Run a worker until SIGTERM/SIGINT, riding out Redis outages.
+
+    Most Redis commands retry on their own (relay.redis), but arq's claim uses WATCH, which
+    redis-py never retries, and arq lets that error end its poll loop: the process would exit.
+    Instead, the worker is rebuilt after a backoff; jobs it had claimed run again (their
+    in-progress keys expire), so nothing is lost.
+    """
+    backoff = 1.0
+    while True:
+        worker = build_worker(loaded)  # inside the loop: arq binds its signal handlers to it
+        try:
+            await worker.async_run()
+            return
+        except asyncio.CancelledError:  # SIGTERM / SIGINT: arq cancelled its main task
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("redis unavailable: restarting the worker loop", error=repr(exc)[:200],
+                        retry_in_s=backoff)
+        finally:
+            try:
+                await worker.close()
+            except (RedisError, OSError, asyncio.CancelledError) as exc:
+                log.warning("worker closed with errors", error=repr(exc)[:200])
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 15.0)
