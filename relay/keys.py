@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 REJECTIONS_CAP = 200  # recent rejections kept for `relay status` (a list, trimmed on write)
-WORKER_TTL_S = 30  # a worker's heartbeat outlives two beats; gone means the worker is gone
-HEARTBEAT_S = 10
+WORKER_TTL_S = 20  # a worker's heartbeat outlives several beats; gone means the worker is gone
+HEARTBEAT_S = 5
 INBOUND_JOB_TTL_S = 7 * 86400  # an unprocessed raw request outlives a week-long worker outage
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    300.0, 1800.0, 3600.0, 21600.0, 86400.0)
@@ -69,8 +69,10 @@ class Keys:
         return f"{self.prefix}:worker:{worker_id}"
 
     @property
-    def worker_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
+    def workers(self) -> str:
+        """Sorted set worker id -> last beat, so status finds workers without a SCAN; trimmed
+        of ids older than WORKER_TTL_S on every beat."""
+        return f"{self.prefix}:workers"
 
     def rate(self, sink: str) -> str:
         """Sorted set of recent send times for a rate-limited sink; trimmed to its window."""

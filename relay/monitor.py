@@ -29,7 +29,6 @@ from relay.queue import sink_of_job
 RETRY_SCAN_CAP = 100_000  # scheduled jobs read to count retries per sink (ids are ~80 bytes)
 OLDEST_PAGE = 256  # due jobs checked per round trip for the oldest one not running
 OLDEST_MAX_PAGES = 8  # beyond 2048 running jobs the oldest age is an estimate (a lower bound)
-SCAN_COUNT = 5_000  # heartbeat keys share the keyspace with every dedupe key: scan wide
 REJECTIONS_SHOWN = 50  # of the capped list (keys.REJECTIONS_CAP), newest first
 
 INBOUND_OUTCOMES = ("stored", "duplicate", "no_event", "dead_lettered")
@@ -266,11 +265,11 @@ async def take_snapshot(
         pipe.zcard(keys.dlq_index)
         pipe.hgetall(keys.stats)
         pipe.lrange(keys.rejections, 0, REJECTIONS_SHOWN - 1)
-        pipe.scan(0, match=keys.worker_pattern, count=SCAN_COUNT)
+        pipe.zrangebyscore(keys.workers, now - WORKER_TTL_S, "+inf")
         for name in sink_names:
             pipe.hgetall(keys.sink_health(name))
             pipe.hgetall(keys.latency(name))
-        (due, scheduled, first_due, later, dlq_size, stats, rejections, scan_page,
+        (due, scheduled, first_due, later, dlq_size, stats, rejections, worker_ids,
          *sink_hashes) = await pipe.execute()
 
     stats = _hash(stats)
@@ -286,7 +285,7 @@ async def take_snapshot(
         health.update({name: (_hash(extra[2 * i]), _hash(extra[2 * i + 1]))
                        for i, name in enumerate(extra_sinks)})
 
-    workers = await _workers(redis, keys, scan_page, now)
+    workers = await _workers(redis, keys, worker_ids, now)
     in_progress = sum(w.running for w in workers)
     retrying = _retrying_by_sink(later)
     sinks = [
@@ -374,16 +373,11 @@ def _retrying_by_sink(job_ids: list[Any]) -> dict[str, int]:
     return counts
 
 
-async def _workers(redis: Any, keys: Keys, first_page: Any, now: float) -> list[WorkerStatus]:
-    """Live workers: heartbeat keys (TTL WORKER_TTL_S) whose last beat is recent."""
-    cursor, found = first_page
-    names = {_s(k) for k in found}
-    while int(cursor) != 0:
-        cursor, found = await redis.scan(cursor, match=keys.worker_pattern, count=SCAN_COUNT)
-        names.update(_s(k) for k in found)
-    if not names:
+async def _workers(redis: Any, keys: Keys, worker_ids: Any, now: float) -> list[WorkerStatus]:
+    """Live workers: ids that beat recently (keys.workers), with their heartbeat records."""
+    ordered = sorted(keys.worker(_s(i)) for i in worker_ids)
+    if not ordered:
         return []
-    ordered = sorted(names)
     workers: list[WorkerStatus] = []
     for key, blob in zip(ordered, await redis.mget(ordered), strict=True):
         if blob is None:  # expired between SCAN and MGET: that worker is gone

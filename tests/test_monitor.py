@@ -209,6 +209,7 @@ async def test_waiting_jobs_and_oldest_age(ingress: Any, redis: Any, config_fact
     await redis.set(in_progress_key_prefix + ids[0], b"1", px=60_000)
     await redis.set("relay:worker:w1", orjson.dumps(
         {"id": "w1", "running": 1, "at": first_score + 29, "started_at": first_score}), ex=30)
+    await redis.zadd("relay:workers", {"w1": first_score + 29})
     snap = await take_snapshot(redis, config, now=first_score + 30)
     assert (snap.queue.waiting, snap.queue.in_progress) == (2, 1)
     assert abs(snap.queue.oldest_waiting_age_s - (first_score + 30 - second_score)) < 0.01  # type: ignore[operator]
@@ -219,6 +220,7 @@ async def test_stale_heartbeat_is_not_a_live_worker(redis: Any, config_factory: 
     """A heartbeat older than the worker TTL (e.g. a frozen process) does not count."""
     now = time.time()
     await redis.set("relay:worker:old", orjson.dumps({"id": "old", "running": 4, "at": now - 120}))
+    await redis.zadd("relay:workers", {"old": now - 120})
     snap = await take_snapshot(redis, config_factory({}).config, now=now)
     assert snap.workers == [] and snap.queue.in_progress == 0
 

@@ -86,7 +86,11 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
                 "retried": getattr(worker, "jobs_retried", 0),
                 "failed": getattr(worker, "jobs_failed", 0)}
         try:
-            await ctx["redis"].set(key, orjson.dumps(info), ex=WORKER_TTL_S)
+            async with ctx["redis"].pipeline(transaction=False) as pipe:
+                pipe.set(key, orjson.dumps(info), ex=WORKER_TTL_S)
+                pipe.zadd(keys.workers, {ctx["worker_id"]: info["at"]})
+                pipe.zremrangebyscore(keys.workers, "-inf", info["at"] - WORKER_TTL_S)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("heartbeat failed", error=str(exc))
         await asyncio.sleep(HEARTBEAT_S)
@@ -113,7 +117,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if task:
         task.cancel()
     try:
-        await ctx["redis"].delete(ctx["keys"].worker(ctx["worker_id"]))
+        keys: Keys = ctx["keys"]
+        await ctx["redis"].delete(keys.worker(ctx["worker_id"]))
+        await ctx["redis"].zrem(keys.workers, ctx["worker_id"])
     except (RedisError, OSError, KeyError):
         pass
     if "session" in ctx:
