@@ -366,14 +366,18 @@ def have_uvloop() -> bool:
     return True
 
 
-def relay_cmd(uvloop: bool = False) -> list[str]:
-    """`relay`, or `relay` on uvloop through bench/uvloop_shim.py (relay/ untouched)."""
+def relay_cmd(uvloop: bool = False, batch: bool = False) -> list[str]:
+    """`relay`, or `relay` on uvloop (bench/uvloop_shim.py) or with batched stores
+    (bench/batch_shim.py): proposed changes measured with relay/ untouched."""
+    if batch:
+        return [PY, "-m", "bench.batch_shim"]
     return [PY, "-m", "bench.uvloop_shim"] if uvloop else [RELAY]
 
 
 def start_ingress(procs: Procs, config: Path, port: int, cpus: set[int] | None = None,
-                  name: str = "web", log_level: str = "INFO", uvloop: bool = False) -> Proc:
-    proc = procs.start(name, [*relay_cmd(uvloop), "serve", "--config", str(config), "--host", HOST,
+                  name: str = "web", log_level: str = "INFO", uvloop: bool = False,
+                  batch: bool = False) -> Proc:
+    proc = procs.start(name, [*relay_cmd(uvloop, batch), "serve", "--config", str(config), "--host", HOST,
                               "--port", str(port)], env={"LOG_LEVEL": log_level}, cpus=cpus)
     wait_http(port, "/healthz", proc=proc)
     return proc

@@ -207,6 +207,8 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         if have_uvloop():
             scenarios.append(("payrelay ingress, ivpay, on uvloop (proposed)", "relay-uvloop",
                               "ivpay", False))
+        scenarios.append(("payrelay ingress, ivpay, batched stores (proposed, prototype)",
+                          "relay-batch", "ivpay", False))
         if "hmac" in pools:
             scenarios.append(("payrelay ingress, hmac (HMAC-SHA256)", "relay", "hmac", False))
         scenarios.append(("payrelay ingress, ivpay, byte-identical repeat (duplicate)", "relay",
@@ -218,7 +220,8 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
             port = free_port()
             if kind.startswith("relay"):
                 server = start_ingress(procs, config, port, cpus_server(), name=f"web-{source}",
-                                       uvloop=kind == "relay-uvloop")
+                                       uvloop=kind == "relay-uvloop",
+                                       batch=kind == "relay-batch")
             else:
                 args = [PY, "-m", "bench.servers", kind, "--port", str(port)]
                 if kind == "enqueue":

@@ -37,7 +37,8 @@ def chart(results: dict[str, Any]) -> None:
         rows = ing["rows"]
         labels = [r["label"].replace("payrelay ingress, ", "payrelay\n").replace(
             "aiohttp + arq ", "aiohttp +\n").replace(", byte-identical repeat", "\nrepeat").replace(
-            ", on uvloop (proposed)", "\nuvloop (proposed)")
+            ", on uvloop (proposed)", "\nuvloop (proposed)").replace(
+            ", batched stores (proposed, prototype)", "\nbatched (proposed)")
             for r in rows]
         bars = ax.bar(range(len(rows)), [r["rps"] for r in rows],
                       color=["#999", "#d98c3f"] + ["#3f7fd9"] * (len(rows) - 2))
@@ -491,6 +492,14 @@ def findings(results: dict[str, Any]) -> str:
               "instead of one each, and one pool checkout instead of many: most of redis-py's "
               "share above. Nothing changes for durability: each request is still answered after "
               "its own script ran.")
+            bt = rows.get(("relay-batch", "ivpay", True))
+            if bt and bt.get("cpu_us_per_request_median"):
+                u = bt["cpu_us_per_request_median"]
+                w(f"   Measured here with a prototype (bench/batch_shim.py swaps InboundStore's "
+                  f"script call for a batching one, relay/ untouched): {u:.0f} us per request "
+                  f"instead of {r:.0f}, ratio to enqueue_job {e / u:.2f} by CPU, "
+                  f"{_f(bt['rps'])} req/s (best run; stored {_f(bt.get('stored'))}, non-2xx "
+                  f"{bt['non_2xx']}).")
             w("2. **Drop `asyncio.timeout()` around the store** (`Timeout.__aenter__`/`reschedule` "
               "and `wait_for` are ~4-5% of samples): the client already has "
               "`socket_timeout = server.redis_timeout`; or keep one timeout per batch when "
