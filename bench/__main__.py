@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS_DIR / "run.json").write_text(json.dumps(info))
     if info is None and (RESULTS_DIR / "run.json").exists():
         info = json.loads((RESULTS_DIR / "run.json").read_text())
-        info["parts"] = [*info.get("parts", []), "(some parts rerun since)"]
+        if parts:  # a part was rerun alone: its figures are newer than the full run's
+            info["parts"] = [*info.get("parts", []), f"then rerun alone: {', '.join(parts)}"]
+            (RESULTS_DIR / "run.json").write_text(json.dumps(info))
     path = report.write(info)
     log(f"wrote {path} and {report.PNG} in {seconds:.0f}s total")
     for failure in failures:

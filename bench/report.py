@@ -169,9 +169,10 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
           "signature check); `relay serve` (one process) with the signature check.\n")
         w(f"Each server was measured {ing.get('rounds', 1)} times, interleaved; the table shows "
           "the best run (noise on a shared machine only slows a run down) and every run's req/s.\n")
-        w("Because the box may be shared (other test suites ran on it during this run: see "
-          "'other CPUs'), the server's own CPU time per request is reported too: it is what "
-          "contention inflates least, and 1/that is the req/s one fully used core would serve.\n")
+        w("Because the box may be shared (the last column: CPUs' worth of work done meanwhile "
+          "by processes the benchmark did not start), the server's own CPU time per request is "
+          "reported too: contention inflates it least, and 1/that is the req/s one fully used "
+          "core would serve.\n")
         w("| server | req/s | every run | server CPU-us/request (median) | req/s per core | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors | stored | duplicate answers | other CPUs busy per run |")
         w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in ing["rows"]:
