@@ -94,6 +94,7 @@ class Pipeline:
         # Delivery state must outlive the longest retry schedule and the dedupe window.
         self.state_ttl_s = int(max(config.dedupe.window, longest + 86_400))
         self.sink_configs = {name: sink.config for name, sink in sinks.items()}
+        self._last_ok_written: dict[str, float] = {}
 
     # --- inbound ------------------------------------------------------------------------
 
@@ -214,11 +215,14 @@ class Pipeline:
             pipe.hset(state_key, sink, "ok")
             pipe.hincrby(self.keys.stats, f"dlv:{sink}:delivered", 1)
             self._observe_latency(pipe, sink, now - attempt.received_at)
-            pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
+            if now - self._last_ok_written.get(sink, 0.0) >= 1.0:  # a second is fine enough
+                self._last_ok_written[sink] = now
+                pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
             log.info("delivered", status=outcome.status, **fields)
             return False
         health = {"last_error": outcome.reason, "last_error_at": now,
                   "last_status": outcome.status or 0}
+        self._last_ok_written.pop(sink, None)  # the next success is written at once
         retry = self._next(attempt, outcome)
         if retry is not None:
             delay, following = retry
@@ -269,6 +273,5 @@ class Pipeline:
     def _observe_latency(self, pipe: Any, sink: str, seconds: float) -> None:
         key = self.keys.latency(sink)
         bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-        pipe.hincrby(key, bucket, 1)
+        pipe.hincrby(key, bucket, 1)  # the count is the sum of the buckets: not stored
         pipe.hincrbyfloat(key, "sum", max(0.0, seconds))
-        pipe.hincrby(key, "count", 1)  # derivable from the buckets, but cheap to read

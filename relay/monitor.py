@@ -356,9 +356,9 @@ def _sink_status(
         last_status=status or None,  # 0 is written for "no HTTP status" (a network error)
         gone=health.get("gone") == "1",
         latency=Latency(
-            buckets=[_int(latency.get(label)) for label in BUCKET_LABELS],
+            buckets=(buckets := [_int(latency.get(label)) for label in BUCKET_LABELS]),
             sum=_float(latency.get("sum")) or 0.0,
-            count=_int(latency.get("count")),
+            count=sum(buckets),  # the hash keeps no count: it is the sum of the buckets
         ),
         **counts,
     )
