@@ -184,9 +184,11 @@ class PaymentEvent:
                 fields[text] = str(fields[text])
         if fields.get("confirmations") is not None:
             try:
-                fields["confirmations"] = int(fields["confirmations"])
-            except (TypeError, ValueError):
-                fields["confirmations"] = None
+                count = int(fields["confirmations"])
+            except (TypeError, ValueError, OverflowError):
+                count = None
+            # A count no chain reaches is noise; it must also fit JSON writers' 64 bits.
+            fields["confirmations"] = count if count is not None and 0 <= count < 2**63 else None
         return cls(
             id=event_id(source, dedupe_key),
             type=type,
