@@ -35,6 +35,26 @@ MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as 
 RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
 DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
 
+# Mark deliveries done, count them and observe their latency: one script call per event,
+# because per-command client cost (not Redis) dominates a worker's CPU.
+# KEYS: state hash, stats hash, then per sink its latency and health hashes.
+# ARGV: state TTL, now, then per sink: name, latency bucket, seconds, write health (1/0).
+_DELIVERED = """
+local n = (#ARGV - 2) / 4
+for i = 0, n - 1 do
+  local name = ARGV[3 + 4 * i]
+  redis.call('HSET', KEYS[1], name, 'ok')
+  redis.call('HINCRBY', KEYS[2], 'dlv:' .. name .. ':delivered', 1)
+  redis.call('HINCRBY', KEYS[3 + 2 * i], ARGV[4 + 4 * i], 1)
+  redis.call('HINCRBYFLOAT', KEYS[3 + 2 * i], 'sum', ARGV[5 + 4 * i])
+  if ARGV[6 + 4 * i] == '1' then
+    redis.call('HSET', KEYS[4 + 2 * i], 'last_ok_at', ARGV[2], 'gone', 0)
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return n
+"""
+
 # Claim an event for this inbound request (or find our own earlier claim after a crash), count
 # it, and return the delivery states: one round trip. Another carrier's claim -> duplicate.
 _CLAIM = """
@@ -87,6 +107,7 @@ class Pipeline:
         self.dlq = DeadLetterQueue(redis, self.keys, config.dlq.max_entries)
         self.limiter = RateLimiter(redis)
         self._claim = redis.register_script(_CLAIM)
+        self._delivered = redis.register_script(_DELIVERED)
         self.window_ms = int(config.dedupe.window * 1000)
         longest = max(
             [sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0]
@@ -125,7 +146,7 @@ class Pipeline:
                      inbound_id=inbound_id)
             return
         done = {states[i].decode() for i in range(0, len(states), 2)}
-        stored = StoredEvent(event.to_json())
+        stored = StoredEvent.of(event)
         targets = [
             name for name in route(self.sink_configs, event.type, event.source) if name not in done
         ]
@@ -192,36 +213,40 @@ class Pipeline:
     # --- recording ----------------------------------------------------------------------
 
     async def record(self, results: list[tuple[Attempt, Outcome]]) -> None:
-        """Write what happened to each delivery in one MULTI/EXEC: a mark, the next attempt's
-        job, or a dead letter, with the counters that go with it."""
+        """Write what happened to one event's deliveries: marks and counters for the delivered
+        (one script call), and in one MULTI/EXEC for the rest, each state change with the
+        retry job or dead letter it points at."""
         now = time.time()
-        dead = False
-        delivered: dict[str, list[Attempt]] = {}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for attempt, outcome in results:
-                if isinstance(outcome, Delivered):
-                    self._count_delivered(pipe, attempt.sink, now - attempt.received_at, now)
-                    delivered.setdefault(attempt.event.id, []).append(attempt)
-                else:
+        delivered = [attempt for attempt, outcome in results if isinstance(outcome, Delivered)]
+        failed = [(a, o) for a, o in results if not isinstance(o, Delivered)]
+        if delivered:
+            await self._mark_delivered(delivered, now)
+        if failed:
+            dead = False
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for attempt, outcome in failed:
                     dead |= self._record_failure(pipe, attempt, outcome, now)
-            for event_id, attempts in delivered.items():
-                pipe.hset(self.keys.deliveries(event_id), mapping={a.sink: "ok" for a in attempts})
-                # One line per event, not per sink: logging is a tenth of a worker's CPU.
-                log.info("delivered", event_id=event_id, source=attempts[0].event.source,
-                         sink=",".join(a.sink for a in attempts), attempt=attempts[0].attempt)
-            # After the writes: EXPIRE on a key that does not exist yet does nothing.
-            for event_id in {attempt.event.id for attempt, _ in results}:
-                pipe.expire(self.keys.deliveries(event_id), self.state_ttl_s)
-            await pipe.execute()
-        if dead:
-            await self.dlq.trim()
+                # After the writes: EXPIRE on a key that does not exist yet does nothing.
+                pipe.expire(self.keys.deliveries(failed[0][0].event.id), self.state_ttl_s)
+                await pipe.execute()
+            if dead:
+                await self.dlq.trim()
 
-    def _count_delivered(self, pipe: Any, sink: str, latency_s: float, now: float) -> None:
-        pipe.hincrby(self.keys.stats, f"dlv:{sink}:delivered", 1)
-        self._observe_latency(pipe, sink, latency_s)
-        if now - self._last_ok_written.get(sink, 0.0) >= 1.0:  # a second is fine enough
-            self._last_ok_written[sink] = now
-            pipe.hset(self.keys.sink_health(sink), mapping={"last_ok_at": now, "gone": 0})
+    async def _mark_delivered(self, attempts: list[Attempt], now: float) -> None:
+        event = attempts[0].event
+        keys = [self.keys.deliveries(event.id), self.keys.stats]
+        args: list[Any] = [self.state_ttl_s, now]
+        for attempt in attempts:
+            sink, seconds = attempt.sink, max(0.0, now - attempt.received_at)
+            write_health = now - self._last_ok_written.get(sink, 0.0) >= 1.0  # 1 s is enough
+            if write_health:
+                self._last_ok_written[sink] = now
+            keys += [self.keys.latency(sink), self.keys.sink_health(sink)]
+            args += [sink, _bucket(seconds), f"{seconds:.6f}", int(write_health)]
+        await self._delivered(keys=keys, args=args)
+        # One line per event, not per sink: logging is a tenth of a worker's CPU.
+        log.info("delivered", event_id=event.id, source=event.source,
+                 sink=",".join(a.sink for a in attempts), attempt=attempts[0].attempt)
 
     def _record_failure(self, pipe: Any, attempt: Attempt, outcome: Outcome, now: float) -> bool:
         """A retry (the next attempt's job) or a dead letter; True for a dead letter."""
@@ -280,8 +305,7 @@ class Pipeline:
         return delay, Attempt(attempt.event, attempt.sink, attempt.attempt + 1, attempt.waits,
                               attempt.received_at)
 
-    def _observe_latency(self, pipe: Any, sink: str, seconds: float) -> None:
-        key = self.keys.latency(sink)
-        bucket = next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")
-        pipe.hincrby(key, bucket, 1)  # the count is the sum of the buckets: not stored
-        pipe.hincrbyfloat(key, "sum", max(0.0, seconds))
+
+def _bucket(seconds: float) -> str:
+    """The latency histogram field for one observation (buckets are not cumulative)."""
+    return next((str(b) for b in LATENCY_BUCKETS if seconds <= b), "+Inf")

@@ -214,6 +214,13 @@ class StoredEvent:
 
     json: bytes
 
+    @classmethod
+    def of(cls, event: PaymentEvent) -> StoredEvent:
+        body = event.to_dict()
+        stored = cls(dumps(body))
+        stored.__dict__["body"] = body  # already parsed: sinks need not parse the JSON again
+        return stored
+
     @cached_property
     def body(self) -> dict[str, Any]:
         return loads(self.json)
