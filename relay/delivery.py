@@ -127,7 +127,7 @@ class Pipeline:
             return
         try:
             events = provider.normalize(request)
-        except Exception as exc:  # noqa: BLE001 - a provider bug must not lose the request
+        except Exception as exc:
             log.exception("normalize failed", source=request.source, inbound_id=inbound_id)
             await self.dead_inbound(inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}")
             return
@@ -198,7 +198,7 @@ class Pipeline:
                 return RetryLater("rate limit", after=wait, rate_limited=True)
         try:
             return await sink.deliver(self.session, attempt.event, attempt.attempt)
-        except Exception as exc:  # noqa: BLE001 - a sink bug: retry on schedule, then dead-letter
+        except Exception as exc:
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
             return RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
 

@@ -67,7 +67,7 @@ def _plain(value: Decimal) -> str:
     return text
 
 
-def rfc3339(moment: datetime | float | int | str | None) -> str | None:
+def rfc3339(moment: datetime | float | str | None) -> str | None:
     """RFC 3339 UTC with `Z` (milliseconds only when there are any)."""
     if moment is None or moment == "":
         return None

@@ -18,8 +18,8 @@ import asyncio
 from typing import Any
 
 from arq import Worker
-from redis.exceptions import RedisError
 from arq.worker import func
+from redis.exceptions import RedisError
 
 from relay.config.model import LoadedConfig
 from relay.keys import Keys

@@ -6,7 +6,6 @@ the worker turns that into a mark, a scheduled retry or a dead letter.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from abc import ABC, abstractmethod
@@ -54,6 +53,10 @@ class Failed:
 Outcome = Delivered | RetryLater | Failed
 
 
+class RenderError(Exception):
+    """An operator template failed while rendering an event: the delivery is `Failed`."""
+
+
 @dataclass(frozen=True)
 class OutboundRequest:
     url: str
@@ -74,14 +77,17 @@ class Sink(ABC):
         """The HTTP request that delivers `event` (attempt counts from 1)."""
 
     @abstractmethod
-    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
         """What an HTTP answer means for this sink."""
 
     async def deliver(
         self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
     ) -> Outcome:
         """Render, POST (no redirects, the sink's timeout) and classify. Never raises."""
-        request = self.render(event, attempt)
+        try:
+            request = self.render(event, attempt)
+        except RenderError as exc:  # a template bug: retrying cannot help; replay after a fix
+            return Failed(f"template error: {exc}")
         try:
             async with session.post(
                 request.url,
@@ -92,7 +98,7 @@ class Sink(ABC):
             ) as response:
                 body = await response.content.read(EXCERPT_BYTES)
                 return self.classify(response.status, response.headers, body)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return RetryLater(reason=f"timeout after {self.config.timeout:g}s")
         except aiohttp.ClientError as exc:
             return RetryLater(reason=f"network error: {type(exc).__name__}: {exc}"[:300])
@@ -121,7 +127,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def classify_http(status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
     """SPEC 6: 2xx delivered; network, 408, 425, 429, 5xx retry; other statuses permanent."""
     text = excerpt(body)
     if 200 <= status < 300:

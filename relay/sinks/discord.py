@@ -194,17 +194,9 @@ class DiscordSink(Sink):
             headers={"Content-Type": "application/json", "User-Agent": self.user_agent},
         )
 
-    async def deliver(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
-        try:
-            return await super().deliver(session, event, attempt)
-        except render.RenderError as exc:
-            return Failed(f"template error: {exc}")
-
     # --- the answer -------------------------------------------------------------------------
 
-    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
         return classify_discord(status, headers, body)
 
 
@@ -218,7 +210,7 @@ def _field_value(name: str, value: str) -> str:
     return render.truncate(render.neutralise_mentions(escape(value)), FIELD_VALUE_MAX)
 
 
-def classify_discord(status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
     text = excerpt(body)
     if 200 <= status < 300:
         return Delivered(status)

@@ -117,7 +117,7 @@ class HttpSink(Sink):
         })
         return OutboundRequest(url=self.config.url, body=event.json, headers=headers)
 
-    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
         return classify_http(status, headers, body)
 
 

@@ -27,7 +27,7 @@ class LogSink(Sink):
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
         return OutboundRequest(url="", body=event.json, headers={})
 
-    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
         return classify_http(status, headers, body)
 
     async def deliver(

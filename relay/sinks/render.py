@@ -29,7 +29,7 @@ import jinja2
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from relay.sinks.base import is_http_url
+from relay.sinks.base import RenderError, is_http_url
 
 Escape = Callable[[str], str]
 
@@ -64,10 +64,6 @@ TITLES = {
 
 class Escaped(str):
     """Text already escaped for the sink (`line` in a template): inserted as it is."""
-
-
-class RenderError(Exception):
-    """An operator template failed while rendering an event: the delivery is `Failed`."""
 
 
 # --- plain text helpers ---------------------------------------------------------------------

@@ -122,19 +122,11 @@ class SlackSink(Sink):
             headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
         )
 
-    async def deliver(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
-        try:
-            return await super().deliver(session, event, attempt)
-        except render.RenderError as exc:
-            return Failed(f"template error: {exc}")
-
-    def classify(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
         return classify_slack(status, headers, body)
 
 
-def classify_slack(status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes) -> Outcome:
+def classify_slack(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
     text = excerpt(body)
     if status in (400, 403, 404, 410):
         reason = f"HTTP {status}" + (f": {text.strip()[:100]}" if text.strip() else "")
