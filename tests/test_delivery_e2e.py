@@ -183,3 +183,39 @@ async def test_semantic_duplicate_reaches_no_sink_twice(
     assert len(sink_server.requests("/shop")) == 1
     assert len(sink_server.requests(sink_server.discord_url())) == 1
     assert len(sink_server.requests(sink_server.slack_url())) == 1
+
+
+async def test_hostile_text_reaches_discord_within_limits_and_pings_no_one(
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any  # noqa: F811
+) -> None:
+    """A signed payment whose description is `@everyone` plus 5000 characters goes through the
+    worker to Discord inside every Discord limit, and can ping no one."""
+    import hashlib
+    import hmac
+
+    secret = "shop-hmac-secret-123"
+    raw = {
+        "sources": {"shop": {
+            "provider": "hmac", "secret": secret, "signature_header": "X-Sig",
+            "fields": {"payment_id": "id", "event": "type", "amount": "amount",
+                       "currency": "currency", "description": "description"},
+            "event_types": {"paid": "payment.paid"}}},
+        "sinks": {"ops": {"type": "discord", "url": sink_server.discord_url(),
+                          "project": "@here Acme", "retry": FAST}},
+    }
+    body = orjson.dumps({"id": "p-hostile", "type": "paid", "amount": "0.86", "currency": "SOL",
+                         "description": "@everyone <@123456789> " + "x" * 5000})
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    client = await start(ingress, run_worker, config_factory, raw)
+    response = await client.post("/hooks/shop", data=body, headers={"X-Sig": signature})
+    assert response.status == 200, await response.text()
+    (request,) = await sink_server.wait_for_requests(1, sink_server.discord_url())
+    payload = request.json()
+    assert request.violations == []  # content <= 2000, description <= 4096, total <= 6000, ...
+    assert request.status == 200
+    assert payload["allowed_mentions"] == {"parse": []}
+    from tests.sink_servers import discord_pings
+
+    assert discord_pings(payload) == []
+    assert len(payload["content"]) <= 2000
+    assert "0.86 SOL" in payload["content"]
