@@ -9,7 +9,6 @@ is written in the same MULTI as the job or dead letter it points at.
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import time
 from dataclasses import dataclass
@@ -127,7 +126,7 @@ class Pipeline:
             return
         try:
             events = provider.normalize(request)
-        except Exception as exc:
+        except Exception as exc:  # a provider bug must not lose the request
             log.exception("normalize failed", source=request.source, inbound_id=inbound_id)
             await self.dead_inbound(inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}")
             return
@@ -169,8 +168,9 @@ class Pipeline:
             pipe.hincrby(self.keys.stats, f"in:{request.source}:dead_lettered", 1)
             await pipe.execute()
         await self.dlq.trim()
-        log.error("inbound dead-lettered", inbound_id=inbound_id, source=request.source, reason=reason,
-                  body_b64=base64.b64encode(request.body[:256]).decode())
+        # The body stays in the dead letter (`relay dlq list --json`), never in the log.
+        log.error("inbound dead-lettered", inbound_id=inbound_id, source=request.source,
+                  reason=reason)
 
     # --- one delivery -------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class Pipeline:
                 return RetryLater("rate limit", after=wait, rate_limited=True)
         try:
             return await sink.deliver(self.session, attempt.event, attempt.attempt)
-        except Exception as exc:
+        except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
             return RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
 

@@ -43,7 +43,7 @@ async def process_inbound(
     except (RedisError, OSError) as exc:
         log.warning("redis error, job will run again", error=str(exc), inbound_id=inbound_id)
         raise Retry(defer=REDIS_RETRY_S) from exc
-    except Exception as exc:
+    except Exception as exc:  # a bug must not make arq drop the request
         log.exception("inbound job failed", inbound_id=inbound_id)
         try:
             await pipeline.dead_inbound(inbound_id, request, f"internal error: {exc!r}"[:300])
@@ -62,7 +62,7 @@ async def deliver(
     except (RedisError, OSError) as exc:
         log.warning("redis error, job will run again", error=str(exc), sink=sink)
         raise Retry(defer=REDIS_RETRY_S) from exc
-    except Exception as exc:
+    except Exception as exc:  # a bug must not make arq drop the delivery
         log.exception("deliver job failed", sink=sink, attempt=attempt)
         raise Retry(defer=60) from exc
 

@@ -78,7 +78,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except (RedisError, OSError, TimeoutError) as exc:
         log.error("redis unavailable: webhook not stored", source=source, error=type(exc).__name__)
         return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
-    except Exception:
+    except Exception:  # never a 500: the provider retries, and we see the bug
         log.exception("webhook not stored", source=source)
         return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
     answer: dict[str, object] = {"ok": True, "id": stored.id}
