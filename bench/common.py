@@ -358,35 +358,27 @@ def write_config(directory: Path, redis_url: str, sinks: dict[str, Any] | None =
     return path
 
 
-def have_uvloop() -> bool:
+def event_loop() -> str:
+    """The event loop `relay serve` and `relay worker` run on (relay/cli.py `_fast_event_loop`):
+    uvloop when it is installed, else asyncio's own."""
     try:
-        import uvloop  # noqa: F401
+        import uvloop
     except ImportError:
-        return False
-    return True
-
-
-def relay_cmd(uvloop: bool = False, batch: bool = False) -> list[str]:
-    """`relay`, or `relay` on uvloop (bench/uvloop_shim.py) or with batched stores
-    (bench/batch_shim.py): proposed changes measured with relay/ untouched."""
-    if batch:
-        return [PY, "-m", "bench.batch_shim"]
-    return [PY, "-m", "bench.uvloop_shim"] if uvloop else [RELAY]
+        return "asyncio (uvloop not installed)"
+    return f"uvloop {uvloop.__version__}"
 
 
 def start_ingress(procs: Procs, config: Path, port: int, cpus: set[int] | None = None,
-                  name: str = "web", log_level: str = "INFO", uvloop: bool = False,
-                  batch: bool = False) -> Proc:
-    proc = procs.start(name, [*relay_cmd(uvloop, batch), "serve", "--config", str(config), "--host", HOST,
+                  name: str = "web", log_level: str = "INFO") -> Proc:
+    proc = procs.start(name, [RELAY, "serve", "--config", str(config), "--host", HOST,
                               "--port", str(port)], env={"LOG_LEVEL": log_level}, cpus=cpus)
     wait_http(port, "/healthz", proc=proc)
     return proc
 
 
 def start_worker(procs: Procs, config: Path, name: str = "worker",
-                 cpus: set[int] | None = None, log_level: str = "INFO",
-                 uvloop: bool = False) -> Proc:
-    return procs.start(name, [*relay_cmd(uvloop), "worker", "--config", str(config)],
+                 cpus: set[int] | None = None, log_level: str = "INFO") -> Proc:
+    return procs.start(name, [RELAY, "worker", "--config", str(config)],
                        env={"LOG_LEVEL": log_level}, cpus=cpus)
 
 
@@ -456,6 +448,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(), "python": platform.python_version(),
         "aiohttp": aiohttp.__version__, "arq": _v("arq"),
         "redis_py": redis.__version__, "redis_server": rv, "wrk": wrk_v,
+        "event_loop": event_loop(),
         "git": commit + (" (relay/ or workers/ modified in the work tree)" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }

@@ -22,7 +22,7 @@ import aiohttp
 import redis as redis_sync
 
 from bench.common import (
-    HOST, PREFIX, PY, REPO, REQUESTS, CpuNoise, Procs, cpu_seconds, have_uvloop, RssSampler, free_port, log, redis_server,
+    HOST, PREFIX, PY, REPO, REQUESTS, CpuNoise, Procs, cpu_seconds, RssSampler, free_port, log, redis_server,
     save_result, sink_configs, start_ingress, start_sink_server, start_worker, workspace,
     write_config,
 )
@@ -132,9 +132,9 @@ class Rig:
         self.r.flushall()
         sink_post(self.sink_port, "/reset")
 
-    def workers(self, k: int, log_level: str | None = None, uvloop: bool = False) -> list[Any]:
+    def workers(self, k: int, log_level: str | None = None) -> list[Any]:
         return [start_worker(self.procs, self.config, name=f"worker{i + 1}-{time.time_ns()}",
-                             log_level=log_level or self.log_level, uvloop=uvloop)
+                             log_level=log_level or self.log_level)
                 for i in range(k)]
 
     def stop(self, procs_: list[Any]) -> None:
@@ -145,14 +145,14 @@ class Rig:
 
 
 def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: int,
-               log_level: str | None = None, label: str = "", uvloop: bool = False) -> dict[str, Any]:
+               log_level: str | None = None, label: str = "") -> dict[str, Any]:
     rig.reset()
     t0 = time.monotonic()
     ok = preload(rig.base, n, seq_base)
     preload_s = time.monotonic() - t0
     queued = rig.r.zcard(f"{PREFIX}:queue")
     spawn = time.monotonic()
-    workers = rig.workers(k, log_level, uvloop)
+    workers = rig.workers(k, log_level)
     if sampler:
         for i, w in enumerate(workers):
             sampler.watch(f"worker (of {k}) #{i + 1}", w.pid)
@@ -181,7 +181,7 @@ def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: i
               "events_per_s": round(rate, 1), "deliveries_per_s": round(total / elapsed, 1),
               "events_per_s_per_worker": round(rate / k, 1),
               "duplicates_dropped": sum(v for f, v in stats.items() if f.endswith(":duplicate")),
-              "log_level": log_level or rig.log_level, "uvloop": uvloop,
+              "log_level": log_level or rig.log_level,
               "worker_cpu_s": round(worker_cpu, 2),
               "worker_cpu_util": round(worker_cpu / max(elapsed, 1e-6) / k, 2),
               "worker_cpu_ms_per_event": round(1000 * worker_cpu / max(total / 3, 1), 3),
@@ -252,9 +252,6 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         result["throughput_log_warning"] = throughput(rig, 1, n, None, 3_000_000,
                                                       log_level="WARNING",
                                                       label=" (LOG_LEVEL=WARNING)")
-        if have_uvloop():
-            result["throughput_uvloop"] = throughput(rig, 1, n, None, 3_500_000, uvloop=True,
-                                                     label=" (uvloop, proposed)")
         if profile:
             from bench.profile import profile_worker
 

@@ -24,7 +24,7 @@ import redis as redis_sync
 
 from bench.common import (
     HOST, PREFIX, PY, REPO, REQUESTS, cpus_client, cpus_server, free_port, hmac_source_kind, log,
-    CpuNoise, cpu_seconds, have_uvloop, redis_server, registered_providers, save_result, start_ingress, wait_http, workspace,
+    CpuNoise, cpu_seconds, redis_server, registered_providers, save_result, start_ingress, wait_http, workspace,
     write_config, pin,
 )
 
@@ -204,11 +204,6 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
             ("aiohttp + arq enqueue_job", "enqueue", "ivpay", False),
             ("payrelay ingress, ivpay (API key)", "relay", "ivpay", False),
         ]
-        if have_uvloop():
-            scenarios.append(("payrelay ingress, ivpay, on uvloop (proposed)", "relay-uvloop",
-                              "ivpay", False))
-        scenarios.append(("payrelay ingress, ivpay, batched stores (proposed, prototype)",
-                          "relay-batch", "ivpay", False))
         if "hmac" in pools:
             scenarios.append(("payrelay ingress, hmac (HMAC-SHA256)", "relay", "hmac", False))
         scenarios.append(("payrelay ingress, ivpay, byte-identical repeat (duplicate)", "relay",
@@ -218,10 +213,8 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
                 (rn, sc) for rn in range(1, rounds + 1) for sc in scenarios):
             r.flushall()
             port = free_port()
-            if kind.startswith("relay"):
-                server = start_ingress(procs, config, port, cpus_server(), name=f"web-{source}",
-                                       uvloop=kind == "relay-uvloop",
-                                       batch=kind == "relay-batch")
+            if kind == "relay":
+                server = start_ingress(procs, config, port, cpus_server(), name=f"web-{source}")
             else:
                 args = [PY, "-m", "bench.servers", kind, "--port", str(port)]
                 if kind == "enqueue":
@@ -250,7 +243,7 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
             result["kind"] = kind
             result["source"] = source
             result["distinct"] = not fixed
-            if kind.startswith("relay"):
+            if kind == "relay":
                 result["stored"] = stats.get(f"in:{source}:stored", 0) - stats_before.get(
                     f"in:{source}:stored", 0)
                 result["duplicate_answers"] = stats.get(f"in:{source}:duplicate", 0) - \

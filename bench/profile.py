@@ -33,7 +33,7 @@ INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
     ("arq run_job + finish_job", ("run_job (arq", "finish_job (arq")),
     ("process_inbound job (normalize+claim+fan-out)", ("process_inbound (workers",)),
     ("Pipeline.attempt -> sink.deliver", ("deliver (relay/sinks",)),
-    ("Pipeline.record (MULTI per delivery)", ("record (relay/delivery",)),
+    ("Pipeline.record (delivered marks: one script call)", ("record (relay/delivery",)),
     ("Pipeline.handle_event claim script", ("handle_event (relay/delivery",)),
     ("structlog calls", ("structlog/",)),
     ("sink render (message building)", ("render (relay/sinks",)),
@@ -81,8 +81,8 @@ def analyse(raw: Path, categories: list[tuple[str, tuple[str, ...]]] | None = No
         # caller outside asyncio: a transport.write under redis-py is Redis I/O.
         bucket = "other (C, idle, interpreter)"
         for frame in reversed(frames):
-            if "(asyncio/" in frame or "(selectors.py" in frame:
-                bucket = "asyncio event loop (scheduling, epoll)"
+            if "(asyncio/" in frame or "(selectors.py" in frame or "(uvloop/" in frame:
+                bucket = "event loop (asyncio + uvloop: scheduling, epoll)"
                 continue
             hit = next((label for label, keys in categories if any(k in frame for k in keys)), None)
             if hit:

@@ -36,9 +36,7 @@ def chart(results: dict[str, Any]) -> None:
     if ing:
         rows = ing["rows"]
         labels = [r["label"].replace("payrelay ingress, ", "payrelay\n").replace(
-            "aiohttp + arq ", "aiohttp +\n").replace(", byte-identical repeat", "\nrepeat").replace(
-            ", on uvloop (proposed)", "\nuvloop (proposed)").replace(
-            ", batched stores (proposed, prototype)", "\nbatched (proposed)")
+            "aiohttp + arq ", "aiohttp +\n").replace(", byte-identical repeat", "\nrepeat")
             for r in rows]
         bars = ax.bar(range(len(rows)), [r["rps"] for r in rows],
                       color=["#999", "#d98c3f"] + ["#3f7fd9"] * (len(rows) - 2))
@@ -57,9 +55,6 @@ def chart(results: dict[str, Any]) -> None:
         if e2e.get("throughput_log_warning"):
             vals.append(("payrelay 1 worker\nLOG_LEVEL=WARNING",
                          e2e["throughput_log_warning"]["events_per_s"]))
-        if e2e.get("throughput_uvloop"):
-            vals.append(("payrelay 1 worker\non uvloop (proposed)",
-                         e2e["throughput_uvloop"]["events_per_s"]))
         if e2e.get("arq_noop"):
             vals.append(("arq no-op\njobs/s", e2e["arq_noop"]["jobs_per_s"]))
         bars = ax.bar(range(len(vals)), [v for _, v in vals],
@@ -125,7 +120,7 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
     w("## Machine\n")
     w("| | |\n|---|---|")
     for key in ("date", "cpu", "cpus", "memory_gib", "kernel", "python", "aiohttp", "arq",
-                "redis_py", "redis_server", "wrk", "git"):
+                "redis_py", "redis_server", "wrk", "event_loop", "git"):
         w(f"| {key} | {m.get(key)} |")
     if run_info:
         w(f"| run time | {run_info.get('seconds', 0):.0f} s ({', '.join(run_info.get('parts', []))}) |")
@@ -147,8 +142,10 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
               + f" | {_ok(ing['ratio_cpu'] >= 1.5)} |")
     if e2e:
         tp1 = e2e["throughput"][0]
+        per_core = (f"; ~{_f(tp1['events_per_worker_cpu_s'])} per fully busy core"
+                    if tp1.get("events_per_worker_cpu_s") else "")
         w(f"| >= 1000 events/s per worker process, 3 sinks | {_f(tp1['events_per_s'])} events/s "
-          f"(1 worker) | {_ok(tp1['events_per_s'] >= 1000)} |")
+          f"(1 worker{per_core}) | {_ok(tp1['events_per_s'] >= 1000)} |")
         r200 = next((r for r in e2e["latency"] if r["rate"] == 200), None)
         if r200:
             p99 = max((r200["sinks"][s].get("latency", {}).get("p99_ms") or 0) for s in SINKS)
@@ -166,7 +163,9 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
           f"{ing['seconds']} s after a 2 s warm-up; the server alone on CPU 0, client and Redis "
           "on the other CPU. Servers: a bare aiohttp handler returning 200; the same server "
           "calling arq's `ArqRedis.enqueue_job` per request (job id from the body, msgpack, no "
-          "signature check); `relay serve` (one process) with the signature check.\n")
+          "signature check); `relay serve` (one process) with the signature check. The two "
+          "baselines run on asyncio's own event loop; `relay serve` runs on "
+          f"{_loop(run_info)} (relay/cli.py `_fast_event_loop`: uvloop when installed).\n")
         w(f"Each server was measured {ing.get('rounds', 1)} times, interleaved; the table shows "
           "the best run (noise on a shared machine only slows a run down) and every run's req/s.\n")
         w("Because the box may be shared (the last column: CPUs' worth of work done meanwhile "
@@ -194,7 +193,8 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
     if e2e:
         w("## 2. End to end\n")
         w(f"Webhooks through `relay serve` into Redis, `relay worker` processes (default "
-          f"settings: concurrency 200, poll_delay 0.05 s, LOG_LEVEL=INFO to a file) delivering "
+          f"settings: concurrency 200, poll_delay 0.05 s, LOG_LEVEL=INFO to a file, on "
+          f"{_loop(run_info)}) delivering "
           f"each event to three sinks (http, discord, slack) on a local fake sink server "
           f"(aiohttp, answers 2xx at once).\n")
         for note in e2e.get("notes", []):
@@ -208,15 +208,13 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
         rows = list(e2e["throughput"])
         if e2e.get("throughput_log_warning"):
             rows.append(e2e["throughput_log_warning"])
-        if e2e.get("throughput_uvloop"):
-            rows.append(e2e["throughput_uvloop"])
         for t in rows:
             w(f"| {t['workers']} | {t['events']} | {t['seconds']} | **{_f(t['events_per_s'])}** | "
               f"{_f(t['events_per_s_per_worker'])} | {_f(t['deliveries_per_s'])} | "
               f"{_f(t.get('worker_cpu_ms_per_event'), 2)} | {_f(t.get('events_per_worker_cpu_s'))} | "
               f"{_f(100 * t['worker_cpu_util'] if 'worker_cpu_util' in t else None)}% | "
-              f"{t.get('redis_commands_per_event', '–')} | {t['log_level']}"
-              f"{' (uvloop, proposed)' if t.get('uvloop') else ''} | {_f(t.get('other_cpus'), 2)} |")
+              f"{t.get('redis_commands_per_event', '–')} | {t['log_level']} | "
+              f"{_f(t.get('other_cpus'), 2)} |")
         w("")
         if e2e.get("arq_noop"):
             a = e2e["arq_noop"]
@@ -356,6 +354,15 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
     return "\n".join(out) + "\n"
 
 
+def _loop(run_info: dict[str, Any] | None) -> str:
+    m = (run_info or {}).get("machine") or {}
+    if m.get("event_loop"):
+        return m["event_loop"]
+    from bench.common import event_loop
+
+    return event_loop()
+
+
 def _body_len() -> int:
     from bench.common import ivpay_request
 
@@ -385,136 +392,131 @@ def _pct_of(pairs: list[list[Any]] | None, label_start: str) -> float | None:
 
 
 def findings(results: dict[str, Any]) -> str:
-    """The analysis: why targets are missed and what to change (figures from this run)."""
-    ing, e2e = results.get("ingress"), results.get("e2e")
-    out: list[str] = ["## Findings and proposed changes\n"]
+    """What is true now (figures from this run), what changed (figures from earlier complete
+    runs in this session, labelled as such), and what remains as proposals."""
+    ing, e2e, soak = results.get("ingress"), results.get("e2e"), results.get("soak")
+    out: list[str] = ["## Findings\n"]
     w = out.append
+    t1 = t2 = tw = None
     if e2e:
         t1, t2 = e2e["throughput"][0], e2e["throughput"][1]
-        tw = e2e.get("throughput_log_warning") or {}
-        prof = e2e.get("profile") or {}
-        parts = prof.get("by_part_self_pct")
-        ms1 = t1.get("worker_cpu_ms_per_event")
-        w("### Worker: events/s per process\n")
-        if ms1:
-            w(f"- One `relay worker` delivered **{_f(t1['events_per_s'])} events/s** to three sinks "
-              f"while busy {_f(100 * t1['worker_cpu_util'])}% of one core: it is **CPU-bound at "
-              f"{ms1:.2f} ms of CPU per event** (1 inbound arq job, 3 HTTP POSTs, "
-              f"{t1.get('redis_commands_per_event')} Redis commands), i.e. at most "
-              f"~{_f(t1['events_per_worker_cpu_s'])} events/s per fully used core. 1000 events/s "
-              f"per process needs <= 1.00 ms per event: {max(0.0, 100 * (1 - 1.0 / ms1)):.0f}% "
-              "less CPU per event.")
-        if t2.get("worker_cpu_ms_per_event") and ms1:
-            unwatch = (t2.get("redis_commands_per_event_by_name") or {}).get("unwatch", 0)
-            w(f"- Two workers: {_f(t2['events_per_s'])} events/s in total; each event cost "
-              f"{t2['worker_cpu_ms_per_event']:.2f} ms of worker CPU instead of {ms1:.2f}. Part of "
-              f"that is arq's claim race: every worker reads the queue from its head, so both try "
-              f"to claim the same jobs (WATCH/EXISTS/ZSCORE twice per event, {unwatch} failed "
-              "claims (UNWATCH) per event). The rest is the 2-core box: Redis, the fake sinks and "
-              "two workers share two CPUs, so the workers were busy only "
-              f"{_f(100 * t2['worker_cpu_util'])}% of the time.")
-        if tw.get("worker_cpu_ms_per_event") and ms1:
-            gain = 100 * (1 - tw["worker_cpu_ms_per_event"] / ms1)
-            w(f"- Logging: with LOG_LEVEL=WARNING the same run cost "
-              f"{tw['worker_cpu_ms_per_event']:.2f} ms/event ({gain:.0f}% less): the per-delivery "
-              "`delivered` INFO line (3 JSON lines per event through structlog + redaction) "
-              "is a measurable share.")
-        if parts:
-            w("- py-spy, self time by part: " + ", ".join(f"{k} {v}%" for k, v in parts[:7])
-              + ". redis-py's asyncio client (pool checkout under an asyncio.Lock, command "
-              "packing, Retry wrapper, response parsing) is the largest single part, ahead of "
-              "the HTTP client; the relay's own code is small.")
-        w("")
-        w("Proposed changes, largest expected gain first (none made here; relay/ and workers/ "
-          "belong to others):\n")
-        w("1. **Fewer Redis commands per delivery** in `Pipeline._record_one`: on success it "
-          "sends HINCRBY stats, HSET state, HINCRBY bucket + HINCRBYFLOAT sum + HINCRBY count "
-          "(histogram) and HSET `sink:<name>` last_ok_at/gone, for every sink of every event. "
-          "Drop the histogram's `count` (the sum of the buckets), write `last_ok_at` at most "
-          "once a second per sink per process (remember the last write in memory), and do the "
-          "rest in one small Lua script per event (one EVALSHA instead of MULTI + ~20 queued "
-          "commands): 6 fewer commands per event and far less client-side packing.")
-        tu = e2e.get("throughput_uvloop") or {}
-        measured = ""
-        if tu.get("worker_cpu_ms_per_event") and ms1:
-            measured = (f" Measured here (bench/uvloop_shim.py runs `relay worker` unchanged on "
-                        f"uvloop): {tu['worker_cpu_ms_per_event']:.2f} ms/event instead of "
-                        f"{ms1:.2f} ({100 * (1 - tu['worker_cpu_ms_per_event'] / ms1):.0f}% less), "
-                        f"{_f(tu['events_per_s'])} events/s.")
-        w("2. **uvloop** for both processes (`uvloop.run(run())` in `cmd_worker`, "
-          "`web.run_app(..., loop=uvloop.new_event_loop())` in `cmd_serve`, an optional "
-          "dependency): asyncio's own loop and transports are a large share of self time in "
-          "both profiles." + measured)
-        w("3. **Log a delivery at DEBUG, or one INFO line per event** (all sinks' outcomes) "
-          "instead of one per sink; keep failures and retries at WARNING/ERROR. Measured above "
-          "as the LOG_LEVEL=WARNING row.")
-        w("4. **arq's claim**: 4 of the ~8 round trips per event are arq's `start_jobs` "
-          "(WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC). A `Worker` subclass that shuffles the "
-          "ids read at each poll (`random.shuffle(job_ids)` before `super().start_jobs`) stops "
-          "two workers fighting over the same head-of-queue jobs; replacing the claim with one "
-          "Lua script (SET in-progress NX + the same checks) would take it to 1 round trip, at "
-          "the price of overriding arq internals (pin arq's version).")
-        w("5. Smaller: `rfc3339()` (datetime objects for every timestamp) and "
-          "`dataclasses.asdict` in `PaymentEvent.to_dict` (a recursive deep copy) each show "
-          "~2% of samples; build the event dict directly and format times with `time.strftime` "
-          "+ milliseconds.")
-        w("")
+        tw = e2e.get("throughput_log_warning")
+    rel = None
+    enq = bare = None
     if ing:
         rows = {(r["kind"], r["source"], r["distinct"]): r for r in ing["rows"]}
         bare, enq = rows.get(("bare", "ivpay", True)), rows.get(("enqueue", "ivpay", True))
         rel = rows.get(("relay", "ivpay", True))
-        dup = rows.get(("relay", "ivpay", False))
+
+    w("### Targets in this run\n")
+    if ing and ing.get("ratio") is not None:
+        target = ing.get("target_ratio", 1.5)
+        w(f"- Ingress: payrelay / `enqueue_job` = **{ing['ratio']}** by req/s, "
+          f"{ing.get('ratio_cpu')} by server CPU per request"
+          + (f" (HMAC-signed: {ing['ratio_hmac']} / {ing.get('ratio_cpu_hmac')})"
+             if ing.get("ratio_hmac") else "")
+          + f"; target {target}: {_ok(ing['ratio'] >= target)}.")
         if bare and enq and rel and rel.get("cpu_us_per_request_median"):
-            b, e, r = (x["cpu_us_per_request_median"] for x in (bare, enq, rel))
-            w("### Ingress: payrelay / enqueue_job\n")
-            w(f"- CPU per request (median of rounds): bare aiohttp {b:.0f} us, aiohttp + "
-              f"`enqueue_job` {e:.0f} us, payrelay {r:.0f} us"
-              + (f", payrelay answering a repeat (`duplicate`) {dup['cpu_us_per_request_median']:.0f} us"
-                 if dup and dup.get("cpu_us_per_request_median") else "")
-              + f". Ratio by CPU {e / r:.2f}; by req/s {ing['ratio']} (target 1.5).")
-            need = e / 1.5
-            w(f"- arq's three round trips cost ~{e - b:.0f} us above a bare handler; payrelay's "
-              f"one Lua round trip plus verification and its handler cost ~{r - b:.0f} us. A "
-              "repeat (no write, same one round trip) costs about the same as a new webhook, so "
-              "the cost is not Redis's work but the per-call overhead of redis-py's asyncio "
-              f"client and the handler around it. To reach 1.5x payrelay must get to "
-              f"~{need:.0f} us per request, {r - need:.0f} us less.")
-            ip = (ing.get("profile") or {}).get("by_part_self_pct")
-            if ip:
-                w("- py-spy on `relay serve`, self time: " + ", ".join(
-                    f"{k} {v}%" for k, v in ip) + ". (py-spy sees coroutine stacks in pieces, "
-                    "so inclusive shares of `receive_webhook` are understated.)")
-            w("")
-            w("Proposed changes:\n")
-            w("1. **Auto-batch the stores**: `InboundStore.store` puts its EVALSHA on an "
-              "in-process queue; one task flushes whatever is queued as one pipeline "
-              "(`transaction=False`) per event-loop turn and resolves each request's future. At "
-              "50 concurrent requests that is one socket write and one read for many webhooks "
-              "instead of one each, and one pool checkout instead of many: most of redis-py's "
-              "share above. Nothing changes for durability: each request is still answered after "
-              "its own script ran.")
-            bt = rows.get(("relay-batch", "ivpay", True))
-            if bt and bt.get("cpu_us_per_request_median"):
-                u = bt["cpu_us_per_request_median"]
-                w(f"   Measured here with a prototype (bench/batch_shim.py swaps InboundStore's "
-                  f"script call for a batching one, relay/ untouched): {u:.0f} us per request "
-                  f"instead of {r:.0f}, ratio to enqueue_job {e / u:.2f} by CPU, "
-                  f"{_f(bt['rps'])} req/s (best run; stored {_f(bt.get('stored'))}, non-2xx "
-                  f"{bt['non_2xx']}).")
-            w("2. **Drop `asyncio.timeout()` around the store** (`Timeout.__aenter__`/`reschedule` "
-              "and `wait_for` are ~4-5% of samples): the client already has "
-              "`socket_timeout = server.redis_timeout`; or keep one timeout per batch when "
-              "batching.")
-            w("3. **Call EVALSHA directly** with the script's precomputed SHA (fall back to "
-              "SCRIPT LOAD on NOSCRIPT) instead of redis-py's `AsyncScript.__call__` wrapper.")
-            uv = rows.get(("relay-uvloop", "ivpay", True))
-            measured = ""
-            if uv and uv.get("cpu_us_per_request_median"):
-                u = uv["cpu_us_per_request_median"]
-                measured = (f" Measured here (bench/uvloop_shim.py): {u:.0f} us per request "
-                            f"instead of {r:.0f}, ratio to enqueue_job (on asyncio) {e / u:.2f}; "
-                            f"{_f(uv['rps'])} req/s.")
-            w("4. **uvloop** (as for the worker) and, for capacity, more web processes: the "
-              "ingress is stateless, one process per core." + measured)
-            w("")
+            w(f"  CPU per request (median of rounds): bare aiohttp "
+              f"{bare['cpu_us_per_request_median']:.0f} us, aiohttp + `enqueue_job` "
+              f"{enq['cpu_us_per_request_median']:.0f} us, payrelay "
+              f"{rel['cpu_us_per_request_median']:.0f} us.")
+    if t1:
+        met = t1["events_per_s"] >= 1000
+        w(f"- Worker: one `relay worker` process delivered **{_f(t1['events_per_s'])} events/s** "
+          f"to three sinks; target 1000: {_ok(met)}. It was busy "
+          f"{_f(100 * t1['worker_cpu_util'])}% of one core at "
+          f"{t1['worker_cpu_ms_per_event']:.2f} ms of CPU per event, i.e. "
+          f"~{_f(t1['events_per_worker_cpu_s'])} events/s per fully busy core. Two workers: "
+          f"{_f(t2['events_per_s'])} events/s in total.")
+        r200 = next((r for r in e2e["latency"] if r["rate"] == 200), None)
+        if r200:
+            p99 = max((r200["sinks"][s].get("latency", {}).get("p99_ms") or 0) for s in SINKS)
+            w(f"- Latency: p99 receipt -> delivery at 200 events/s {p99:.1f} ms (worst sink); "
+              f"target < 100 ms: {_ok(p99 < 100)}.")
+    if soak:
+        miss = sum(soak["missing"].values())
+        dups = sum(soak["duplicates"].values())
+        w(f"- Soak: {miss} missing, {dups} duplicate deliveries over {soak['minutes']:g} min "
+          f"with the outages in the timeline above: {_ok(miss == 0)}.")
+    w("")
+
+    w("### What changed since the earlier runs\n")
+    w("The *earlier* figures are from complete runs of this suite earlier in this session, "
+      "before the changes named landed (docs/benchmarks.md at commits 4f730a0, b6197e9, "
+      "4fae17b, 559bf9b). They are history, not remeasured in this run.\n")
+    if rel:
+        w(f"- **Batched stores** (relay/queue.py `ScriptBatcher`, used by `InboundStore`): the "
+          "store scripts of concurrent webhooks go to Redis as one pipeline per event-loop turn; "
+          "each webhook is still answered after its own script ran. Earlier in this session: "
+          "payrelay (ivpay) 5,274-5,748 req/s at 178-202 CPU-us per request, ratio to "
+          "`enqueue_job` 1.12-1.20 by req/s (1.10-1.19 by CPU). This run: "
+          f"{_f(rel['rps'])} req/s at {_f(rel.get('cpu_us_per_request_median'))} CPU-us per "
+          f"request, ratio {ing['ratio']} ({ing.get('ratio_cpu')} by CPU).")
+    loop = _loop(results.get("run"))
+    w(f"- **uvloop** for `relay serve` and `relay worker` (relay/cli.py `_fast_event_loop`; "
+      f"this run: {loop}). Measured alone earlier in this session (run 4, through a shim, "
+      "before the other changes): worker 1.17 instead of 1.31 ms of CPU per event, ingress "
+      "158 instead of 178 us per request.")
+    if t1:
+        w("- **Worker writes**: the delivered marks, counters and latency histogram of an event "
+          "in one Lua call (relay/delivery.py `_DELIVERED`), one log line per delivered event, "
+          "the latency count derived from the buckets, workers registered in a sorted set. "
+          "Earlier in this session, before these changes and uvloop landed: one worker did 447 "
+          "events/s in the first run, then 717-728 events/s at 1.31 ms of CPU and 41 Redis "
+          "commands per event in the two runs before them. This run, with both: "
+          f"{_f(t1['events_per_s'])} events/s at "
+          f"{t1['worker_cpu_ms_per_event']:.2f} ms and {t1.get('redis_commands_per_event')} "
+          "Redis commands per event.")
+    w("")
+
+    if ing and ing.get("ratio") is not None and ing["ratio"] < ing.get("target_ratio", 1.5):
+        w("### Ingress\n")
+        w("- The ingress target is missed in this run; see the profile above for where its CPU "
+          "goes. No change is proposed here without a measurement behind it.\n")
+
+    if t1 and t1["events_per_s"] < 1000:
+        w("### What remains for the worker (proposals, not made)\n")
+        by_name = t1.get("redis_commands_per_event_by_name") or {}
+        multi = (f"; the {by_name['multi']} MULTI per event in the command counts above are "
+                 "these three transactions" if by_name.get("multi") else "")
+        w("- **arq's own round trips**: per job, arq's claim (`Worker.start_jobs`) takes 4 "
+          "(WATCH; EXISTS; ZSCORE; MULTI/PSETEX/EXEC) and `run_job` + `finish_job` 2 more, one "
+          f"transaction each{multi}. A claim in one Lua script would save 3 round trips per "
+          "event, but needs overriding `start_jobs`, an arq internal (pin arq's version).")
+        if t2 and (t2.get("redis_commands_per_event_by_name") or {}).get("unwatch"):
+            unwatch = t2["redis_commands_per_event_by_name"]["unwatch"]
+            w(f"- **Two workers race for the same jobs**: both read the queue from its head; "
+              f"{unwatch} failed claims (UNWATCH) per event, "
+              f"{t2['worker_cpu_ms_per_event']:.2f} ms of worker CPU per event instead of "
+              f"{t1['worker_cpu_ms_per_event']:.2f}. Shuffling the ids read at each poll (a "
+              "`Worker.start_jobs` override again) would spread them.")
+        if tw and tw.get("worker_cpu_ms_per_event"):
+            gain = 100 * (1 - tw["worker_cpu_ms_per_event"] / t1["worker_cpu_ms_per_event"])
+            w(f"- **Logging at WARNING** (no `delivered` INFO line): "
+              f"{tw['worker_cpu_ms_per_event']:.2f} ms of CPU per event instead of "
+              f"{t1['worker_cpu_ms_per_event']:.2f} ("
+              + (f"{gain:.0f}% less" if gain >= 0.5 else f"no saving measured: {gain:+.0f}%")
+              + f"), {_f(tw['events_per_s'])} events/s.")
+        others = t1.get("cpu_s_others") or {}
+        if others and t1.get("seconds"):
+            share = sum(others.values()) / t1["seconds"]
+            w("- **Shared cores**: during the 1-worker run Redis used "
+              f"{_f(others.get('redis-server'), 1)} CPU-s and the fake sink server "
+              f"{_f(others.get('fake sink server'), 1)} CPU-s in {t1['seconds']} s, "
+              f"{share:.2f} of this box's {_cpus(results)} cores, beside the worker. "
+              f"With a core to itself the worker would do ~{_f(t1['events_per_worker_cpu_s'])} "
+              "events/s (its CPU per event); the target needs <= 1.00 ms per event, "
+              f"{max(0.0, 100 * (1 - 1.0 / t1['worker_cpu_ms_per_event'])):.0f}% less than now.")
+        parts = (e2e.get("profile") or {}).get("by_part_self_pct")
+        if parts:
+            w("- py-spy on one worker, self time: " + ", ".join(
+                f"{k} {v}%" for k, v in parts[:6]) + ".")
+        w("")
     return "\n".join(out) + "\n"
+
+
+def _cpus(results: dict[str, Any]) -> Any:
+    from bench.common import NCPU
+
+    return ((results.get("run") or {}).get("machine") or {}).get("cpus") or NCPU
