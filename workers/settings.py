@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from arq import Worker
+from arq.constants import in_progress_key_prefix
 from arq.worker import func
 from redis.exceptions import RedisError
 
@@ -32,6 +34,49 @@ log = get_logger("relay.worker")
 
 MAX_TRIES = 1_000_000
 SHUTDOWN_GRACE_S = 20
+
+
+# Claim one job the way arq does (not already running elsewhere, still queued, due), in one
+# script instead of arq's WATCH / EXISTS / ZSCORE / MULTI: returns the score, or false.
+_CLAIM_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+
+
+class RelayWorker(Worker):
+    """arq's Worker with one change: the jobs read at a poll tick are claimed together, in one
+    round trip, instead of four sequential round trips each (measured: a quarter of a
+    worker's Redis time). The lock is the same `arq:in-progress:<id>` key with the same TTL,
+    so workers of both kinds can share a queue. Relies on arq internals (pinned <0.29)."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        free = self.max_jobs - self.job_counter
+        candidates = [i.decode() for i in job_ids]
+        candidates = [i for i in candidates if i not in self.tasks][:max(0, free)]
+        if not candidates:
+            return
+        script = getattr(self, "_claim_script", None)
+        if script is None:
+            script = self._claim_script = self.pool.register_script(_CLAIM_JOB)
+        now_ms = str(int(time.time() * 1000))
+        ttl_ms = str(int(self.in_progress_timeout_s * 1000))
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in candidates:
+                await script(keys=[in_progress_key_prefix + job_id, self.queue_name],
+                             args=[job_id, now_ms, ttl_ms], client=pipe)
+            scores = await pipe.execute()
+        for job_id, score in zip(candidates, scores, strict=True):
+            if not score:
+                continue  # running elsewhere, finished, or rescheduled into the future
+            await self.sem.acquire()  # never blocks: at most `free` claims were made
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
 
 def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
@@ -65,7 +110,7 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
         "log_results": False,
     }
     options.update(overrides)
-    worker = Worker(**options)
+    worker = RelayWorker(**options)
     worker.ctx["worker"] = worker
     return worker
 
