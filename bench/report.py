@@ -468,6 +468,11 @@ def findings(results: dict[str, Any]) -> str:
           f"{_f(t1['events_per_s'])} events/s at "
           f"{t1['worker_cpu_ms_per_event']:.2f} ms and {t1.get('redis_commands_per_event')} "
           "Redis commands per event.")
+    w("- **Batched claims** (workers/settings.py `RelayWorker.start_jobs`): the jobs read at "
+      "a poll tick are claimed together, one small script each in one pipeline, instead of "
+      "arq's four sequential round trips per job (WATCH; EXISTS; ZSCORE; MULTI/PSETEX/EXEC). "
+      "Measured alone, in an e2e-only run just before this one: 842 -> 1,029 events/s for one "
+      "worker (1.04 -> 0.96 ms of CPU per event).")
     w("")
 
     if ing and ing.get("ratio") is not None and ing["ratio"] < ing.get("target_ratio", 1.5):
@@ -479,11 +484,9 @@ def findings(results: dict[str, Any]) -> str:
         w("### What remains for the worker (proposals, not made)\n")
         by_name = t1.get("redis_commands_per_event_by_name") or {}
         multi = (f"; the {by_name['multi']} MULTI per event in the command counts above are "
-                 "these three transactions" if by_name.get("multi") else "")
-        w("- **arq's own round trips**: per job, arq's claim (`Worker.start_jobs`) takes 4 "
-          "(WATCH; EXISTS; ZSCORE; MULTI/PSETEX/EXEC) and `run_job` + `finish_job` 2 more, one "
-          f"transaction each{multi}. A claim in one Lua script would save 3 round trips per "
-          "event, but needs overriding `start_jobs`, an arq internal (pin arq's version).")
+                 "arq's run and finish transactions" if by_name.get("multi") else "")
+        w("- **arq's own round trips**: per job, `run_job` + `finish_job` still take one "
+          f"transaction each{multi} (the claim is batched already).")
         if t2 and (t2.get("redis_commands_per_event_by_name") or {}).get("unwatch"):
             unwatch = t2["redis_commands_per_event_by_name"]["unwatch"]
             w(f"- **Two workers race for the same jobs**: both read the queue from its head; "
