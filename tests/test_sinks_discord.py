@@ -208,7 +208,7 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
         (Reply(200, {"id": "1"}), Delivered, False),
         (Reply(204, ""), Delivered, False),
         (Reply.discord_error(404, 10015, "Unknown Webhook"), Failed, True),
-        (Reply.discord_error(401, 50027, "Invalid Webhook Token"), Failed, False),
+        (Reply.discord_error(401, 50027, "Invalid Webhook Token"), Failed, True),
         (Reply.discord_error(403, 50013, "Missing Permissions"), Failed, False),
         (Reply.discord_error(400, 50035, "Invalid Form Body"), Failed, False),
         (Reply(302, "", {"Location": "https://discord.com/"}), Failed, False),
@@ -218,7 +218,8 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
     ],
 )
 async def test_classification(sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool) -> None:
-    """Each Discord answer maps to its outcome; only an unknown webhook flags the sink gone."""
+    """Each Discord answer maps to its outcome; an unknown webhook or a dead token flags the sink
+    gone."""
     url = sink_server.discord_url()
     sink_server.script(url, [reply])
     outcome = await make_sink(url).deliver(http_session, payment_event(), 1)

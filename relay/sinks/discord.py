@@ -63,6 +63,7 @@ AUTHOR_MAX = 256
 EMBEDS_TOTAL_MAX = 6000
 
 SUPPRESS_NOTIFICATIONS = 1 << 12
+INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 
 COLORS = {
@@ -229,6 +230,8 @@ def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: 
                           excerpt=text)
     if status == 404 or answer.get("code") == UNKNOWN_WEBHOOK:
         return Failed(f"HTTP {status}: unknown webhook", status, text, sink_gone=True)
+    if answer.get("code") == INVALID_WEBHOOK_TOKEN:  # the token was regenerated: the URL is dead
+        return Failed(f"HTTP {status}: invalid webhook token", status, text, sink_gone=True)
     if status in (400, 401, 403):
         message = answer.get("message")
         reason = f"HTTP {status}" + (f": {message}" if isinstance(message, str) else "")
