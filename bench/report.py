@@ -321,17 +321,7 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
           "(ivpay) under the same wrk load, in a separate pass after the measured one. Self time "
           "by part (a leaf in asyncio's own code is charged to its nearest caller outside "
           "asyncio):\n")
-        w("| part | self % |\n|---|---|")
-        for k, v in p["by_part_self_pct"]:
-            w(f"| {k} | {v} |")
-        w("")
-        w("Inclusive (stack contains):\n")
-        w("| frame | % of samples |\n|---|---|")
-        for k, v in p["inclusive_pct"]:
-            w(f"| {k} | {v} |")
-        w("")
-        w("Top leaf frames: " + "; ".join(f"`{k}` {v}%" for k, v in p["top_leaf_frames_pct"][:10])
-          + ".\n")
+        _profile_tables(w, p)
     if e2e and e2e.get("profile") and "by_part_self_pct" in e2e["profile"]:
         p = e2e["profile"]
         w("## Profile: where a worker's CPU goes\n")
@@ -339,17 +329,7 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
           "worker` draining a pre-loaded backlog to three sinks. Self time by part (a leaf in "
           "asyncio's own code, e.g. a socket write, is charged to its nearest caller outside "
           "asyncio):\n")
-        w("| part | self % |\n|---|---|")
-        for k, v in p["by_part_self_pct"]:
-            w(f"| {k} | {v} |")
-        w("")
-        w("Inclusive (stack contains):\n")
-        w("| frame | % of samples |\n|---|---|")
-        for k, v in p["inclusive_pct"]:
-            w(f"| {k} | {v} |")
-        w("")
-        w("Top leaf frames: " + "; ".join(f"`{k}` {v}%" for k, v in p["top_leaf_frames_pct"][:10])
-          + ".\n")
+        _profile_tables(w, p)
     w(findings(results))
     return "\n".join(out) + "\n"
 
@@ -523,3 +503,18 @@ def _cpus(results: dict[str, Any]) -> Any:
     from bench.common import NCPU
 
     return ((results.get("run") or {}).get("machine") or {}).get("cpus") or NCPU
+
+
+def _profile_tables(w: Any, p: dict[str, Any]) -> None:
+    """The self-time, inclusive and leaf-frame tables of one py-spy profile."""
+    w("| part | self % |\n|---|---|")
+    for k, v in p["by_part_self_pct"]:
+        w(f"| {k} | {v} |")
+    w("")
+    w("Inclusive (stack contains):\n")
+    w("| frame | % of samples |\n|---|---|")
+    for k, v in p["inclusive_pct"]:
+        w(f"| {k} | {v} |")
+    w("")
+    w("Top leaf frames: " + "; ".join(f"`{k}` {v}%" for k, v in p["top_leaf_frames_pct"][:10])
+      + ".\n")

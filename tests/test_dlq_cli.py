@@ -19,7 +19,8 @@ from tests.processes import write_config
 
 def relay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "relay.cli", "dlq", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60)
+                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60,
+                          check=False)
 
 
 async def seed(redis: Any, count: int, sink: str) -> list[str]:
