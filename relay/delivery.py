@@ -9,6 +9,7 @@ is written in the same MULTI as the job or dead letter it points at.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from relay.admission import DEFAULT_RATE_WAIT_S, Admission
 from relay.config.model import RelayConfig
 from relay.config.types import RetryConfig
 from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
@@ -31,8 +33,8 @@ from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
 log = get_logger("relay.worker")
 
 MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as an attempt
+MIN_WAIT_CEILING_S = 3600.0  # a sink may always ask for up to an hour, whatever the schedule
 RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
-DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
 
 # Mark deliveries done, count them and observe their latency: one script call per event,
 # because per-command client cost (not Redis) dominates a worker's CPU.
@@ -114,6 +116,10 @@ class Pipeline:
         # Delivery state must outlive the longest retry schedule and the dedupe window.
         self.state_ttl_s = int(max(config.dedupe.window, longest + 86_400))
         self.sink_configs = {name: sink.config for name, sink in sinks.items()}
+        self.admission = Admission({
+            name: cfg.max_in_flight or default_max_in_flight(config.worker.concurrency)
+            for name, cfg in self.sink_configs.items()
+        })
         self._last_ok_written: dict[str, float] = {}
 
     # --- inbound ------------------------------------------------------------------------
@@ -151,9 +157,16 @@ class Pipeline:
         ]
         if not targets:
             return
-        attempts = [Attempt(stored, name, 1, 0, received_at) for name in targets]
-        outcomes = await asyncio.gather(*(self.attempt(a) for a in attempts))
-        await self.record(list(zip(attempts, outcomes, strict=True)))
+        await self.deliver_each([Attempt(stored, name, 1, 0, received_at) for name in targets])
+
+    async def deliver_each(self, attempts: list[Attempt]) -> None:
+        """Send to every sink at once and record each sink's outcome as soon as it is known:
+        a slow sink neither delays the record of a fast one (which would widen the window for
+        duplicates) nor its next event. Outcomes that arrive together share one record."""
+        pending = {asyncio.ensure_future(self.attempt(a)): a for a in attempts}
+        while pending:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            await self.record([(pending.pop(task), task.result()) for task in done])
 
     async def dead_inbound(self, inbound_id: str, request: InboundRequest, reason: str) -> None:
         letter = DeadLetter(
@@ -196,11 +209,18 @@ class Pipeline:
             wait = await self._rate_slot(attempt.sink, limit)
             if wait > 0:
                 return RetryLater("rate limit", after=wait, rate_limited=True)
+        refused = self.admission.enter(attempt.sink)
+        if refused is not None:
+            return refused
+        outcome: Outcome | None = None
         try:
-            return await sink.deliver(self.session, attempt.event, attempt.attempt)
+            outcome = await sink.deliver(self.session, attempt.event, attempt.attempt)
         except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
-            return RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
+            outcome = RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
+        finally:
+            self.admission.leave(attempt.sink, outcome)
+        return outcome
 
     async def _rate_slot(self, sink: str, limit: Any) -> float:
         deadline = time.monotonic() + RATE_WAIT_INLINE_S
@@ -250,7 +270,6 @@ class Pipeline:
 
     def _record_failure(self, pipe: Any, attempt: Attempt, outcome: Outcome, now: float) -> bool:
         """A retry (the next attempt's job) or a dead letter; True for a dead letter."""
-        assert not isinstance(outcome, Delivered)
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
         fields = {"event_id": event_id, "source": attempt.event.source, "sink": sink,
@@ -288,22 +307,34 @@ class Pipeline:
         """The delay and the attempt that follows a failure, or None: dead-letter it."""
         if isinstance(outcome, Failed):
             return None
-        assert isinstance(outcome, RetryLater)
+        if not isinstance(outcome, RetryLater):
+            raise TypeError(f"not a failure: {outcome!r}")
+        retry = self.config.retry_for(self.sinks[attempt.sink].config) if attempt.sink in self.sinks \
+            else self.config.retry
+        # What a sink asks for is bounded by the schedule's own longest wait (an hour at
+        # least); non-finite or negative values are treated as absent (sinks parse them so).
+        ceiling = max([*retry.schedule, MIN_WAIT_CEILING_S])
+        asked = outcome.after
+        if asked is not None and not (math.isfinite(asked) and asked >= 0):
+            asked = None
         if outcome.rate_limited and attempt.waits < MAX_WAITS:
             # A rate limit is a wait, not a failure: same attempt number, as long as asked.
-            delay = outcome.after if outcome.after is not None else DEFAULT_RATE_WAIT_S
+            delay = min(ceiling, asked if asked is not None else DEFAULT_RATE_WAIT_S)
             delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
             return delay, Attempt(attempt.event, attempt.sink, attempt.attempt, attempt.waits + 1,
                                   attempt.received_at)
-        retry = self.config.retry_for(self.sinks[attempt.sink].config) if attempt.sink in self.sinks \
-            else self.config.retry
         delay = next_delay(retry, attempt.attempt)
         if delay is None:
             return None
-        if outcome.after is not None:
-            delay = max(delay, outcome.after)  # never sooner than Retry-After asks
+        if asked is not None:
+            delay = max(delay, min(ceiling, asked))  # never sooner than Retry-After asks
         return delay, Attempt(attempt.event, attempt.sink, attempt.attempt + 1, attempt.waits,
                               attempt.received_at)
+
+
+def default_max_in_flight(concurrency: int) -> int:
+    """Half the worker's slots: one hung sink leaves the other half to every other sink."""
+    return max(1, concurrency // 2)
 
 
 def _bucket(seconds: float) -> str:

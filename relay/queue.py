@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,19 +18,24 @@ import msgpack
 from arq.constants import job_key_prefix
 from redis.exceptions import NoScriptError
 
+from relay import clock
+from relay.clock import LUA_NOW_MS
 from relay.keys import INBOUND_JOB_TTL_S, Keys
 from relay.providers.base import InboundRequest
 
 PROCESS_INBOUND = "process_inbound"
 DELIVER = "deliver"
 
-_STORE = """
+# KEYS: byte-identical marker, arq job key, arq queue, stats hash.
+# ARGV: job id, marker TTL ms, job blob, job TTL ms, (unused), stored field, duplicate field.
+# The job is scored with Redis's own clock (relay.clock), never the ingress host's.
+_STORE = LUA_NOW_MS + """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) == false then
   redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
   return 0
 end
 redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 return 1
 """
@@ -166,7 +170,7 @@ class InboundStore:
 
     async def store(self, request: InboundRequest, keep_headers: tuple[str, ...]) -> Stored:
         job_id = inbound_id(request.source, request.body)
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         blob = serialize(
             {
                 "t": None,
@@ -188,7 +192,7 @@ class InboundStore:
                 self.window_ms,
                 blob,
                 INBOUND_JOB_TTL_S * 1000,
-                now_ms,
+                0,
                 f"in:{request.source}:stored",
                 f"in:{request.source}:duplicate",
             ],
@@ -206,7 +210,7 @@ def add_job(
 ) -> None:
     """Queue an arq job inside the caller's MULTI pipeline (so it lands with the state that
     points at it). NX on both: re-running the same step never replaces a job in flight."""
-    now_ms = int(time.time() * 1000)
+    now_ms = clock.now_ms()  # Redis's time: a worker with a wrong host clock still schedules right
     run_at_ms = now_ms + int(defer_s * 1000)
     blob = serialize({"t": None, "f": function, "a": [], "k": kwargs, "et": now_ms})
     # arq drops a job whose key expired before it ran: keep it a day past its run time.

@@ -17,8 +17,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 def _retry() -> Retry:
-    # Ride out a Redis restart or a network blip (~25 s of backoff) instead of crashing.
-    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=16)
+    # Ride out a Redis restart or a network blip (~13 s of backoff) instead of crashing. A
+    # worker's job does not depend on this budget: it has its own deadline (workers/jobs.py).
+    return Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=10)
+
+
+WORKER_SOCKET_TIMEOUT_S = 5.0  # a half-open connection fails a command after this, never hangs
 
 
 def arq_settings(url: str) -> RedisSettings:
@@ -34,6 +38,12 @@ def arq_settings(url: str) -> RedisSettings:
         retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
         retry=_retry(),
     )
+
+
+def connect_worker(url: str) -> ArqRedis:
+    """The worker's pool (handed to arq): socket timeouts, so a partition ends each command in
+    `WORKER_SOCKET_TIMEOUT_S` and the client's retries take over."""
+    return connect(url, timeout=WORKER_SOCKET_TIMEOUT_S)
 
 
 def connect(url: str, *, timeout: float = 5.0, retry: bool = True, **extra: Any) -> ArqRedis:

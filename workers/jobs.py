@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from typing import Any
 
 import aiohttp
@@ -17,6 +16,7 @@ import orjson
 from arq import Retry
 from redis.exceptions import RedisError
 
+from relay.clock import CLOCK
 from relay.config.model import LoadedConfig
 from relay.delivery import Attempt, Pipeline
 from relay.events import StoredEvent
@@ -28,7 +28,13 @@ from relay.sinks import SINKS
 
 log = get_logger("relay.worker")
 
-REDIS_RETRY_S = 2  # a job that met a Redis error runs again this soon
+REDIS_RETRY_S = 2  # a job that met a Redis error, or its own deadline, runs again this soon
+
+
+def _again(seconds: float = REDIS_RETRY_S) -> Retry:
+    """arq's `Retry`, which keeps the job queued; arq adds `defer` to the host clock, so the
+    delay is corrected to land `seconds` after Redis's now (relay.clock)."""
+    return Retry(defer=CLOCK.host_defer(seconds))
 
 
 async def process_inbound(
@@ -38,33 +44,49 @@ async def process_inbound(
     inbound_id = inbound_id or ctx["job_id"]
     pipeline: Pipeline = ctx["pipeline"]
     request = job_to_request(inbound)
+    deadline = asyncio.timeout(ctx["deadline_s"])
     try:
-        await pipeline.process_inbound(inbound_id, request, ctx["sources"].get(request.source))
-    except (RedisError, OSError) as exc:
-        log.warning("redis error, job will run again", error=str(exc), inbound_id=inbound_id)
-        raise Retry(defer=REDIS_RETRY_S) from exc
+        async with deadline:
+            await pipeline.process_inbound(inbound_id, request, ctx["sources"].get(request.source))
+    except (RedisError, OSError) as exc:  # OSError includes our own deadline's TimeoutError
+        # arq deletes a job that outlives job_timeout or raises; this job owns a 2xx-answered
+        # webhook, so it stops itself first and asks arq to run it again (nothing recorded as
+        # done is redone: the delivery states say what is left).
+        log.warning("job stopped, will run again", inbound_id=inbound_id,
+                    error=_why(exc, deadline))
+        raise _again() from exc
     except Exception as exc:  # a bug must not make arq drop the request
         log.exception("inbound job failed", inbound_id=inbound_id)
         try:
-            await pipeline.dead_inbound(inbound_id, request, f"internal error: {exc!r}"[:300])
-        except Exception:  # noqa: BLE001
-            raise Retry(defer=REDIS_RETRY_S) from exc
+            async with asyncio.timeout(ctx["deadline_s"]):
+                await pipeline.dead_inbound(inbound_id, request, f"internal error: {exc!r}"[:300])
+        except Exception:  # noqa: BLE001 - Redis trouble: keep the job, run it again
+            raise _again() from exc
 
 
 async def deliver(
     ctx: dict[str, Any], event: bytes, sink: str, attempt: int, waits: int, received_at: float
 ) -> None:
     pipeline: Pipeline = ctx["pipeline"]
+    deadline = asyncio.timeout(ctx["deadline_s"])
     try:
-        await pipeline.run_job(
-            ctx["job_id"], Attempt(StoredEvent(event), sink, attempt, waits, received_at)
-        )
-    except (RedisError, OSError) as exc:
-        log.warning("redis error, job will run again", error=str(exc), sink=sink)
-        raise Retry(defer=REDIS_RETRY_S) from exc
+        async with deadline:
+            await pipeline.run_job(
+                ctx["job_id"], Attempt(StoredEvent(event), sink, attempt, waits, received_at)
+            )
+    except (RedisError, OSError) as exc:  # OSError includes our own deadline's TimeoutError
+        # As in process_inbound: stop before arq's job_timeout would delete the job.
+        log.warning("job stopped, will run again", sink=sink, error=_why(exc, deadline))
+        raise _again() from exc
     except Exception as exc:  # a bug must not make arq drop the delivery
         log.exception("deliver job failed", sink=sink, attempt=attempt)
-        raise Retry(defer=60) from exc
+        raise _again(60) from exc
+
+
+def _why(exc: BaseException, deadline: asyncio.Timeout) -> str:
+    if deadline.expired():
+        return "job deadline reached (Redis slow or unreachable)"
+    return f"{type(exc).__name__}: {exc}"[:200]  # the log's last processor redacts URLs
 
 
 def worker_id() -> str:
@@ -76,12 +98,12 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
     """A per-process health key with what the worker is doing, read by `relay status`."""
     keys: Keys = ctx["keys"]
     key = keys.worker(ctx["worker_id"])
-    started = time.time()
+    started = CLOCK.now()
     while True:
         worker = ctx.get("worker")
         running = sum(not t.done() for t in worker.tasks.values()) if worker else 0
         info = {"id": ctx["worker_id"], "pid": os.getpid(), "started_at": started,
-                "at": time.time(), "running": running,
+                "at": CLOCK.now(), "running": running,
                 "complete": getattr(worker, "jobs_complete", 0),
                 "retried": getattr(worker, "jobs_retried", 0),
                 "failed": getattr(worker, "jobs_failed", 0)}

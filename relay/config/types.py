@@ -118,3 +118,7 @@ class SinkConfig(Strict):
     retry: RetryConfig | None = None
     rate_limit: RateLimitValue | None = None
     timeout: Duration = 10.0
+    # Requests in flight to this sink per worker process; past it a delivery fails fast and
+    # is retried on schedule, so a hung sink cannot take every slot. None: half of
+    # worker.concurrency.
+    max_in_flight: int | None = Field(default=None, ge=1)
