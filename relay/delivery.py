@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from relay import clock
 from relay.admission import DEFAULT_RATE_WAIT_S, Admission
 from relay.config.model import RelayConfig
 from relay.config.types import RetryConfig
@@ -164,13 +165,17 @@ class Pipeline:
         a slow sink neither delays the record of a fast one (which would widen the window for
         duplicates) nor its next event. Outcomes that arrive together share one record."""
         pending = {asyncio.ensure_future(self.attempt(a)): a for a in attempts}
-        while pending:
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            await self.record([(pending.pop(task), task.result()) for task in done])
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                await self.record([(pending.pop(task), task.result()) for task in done])
+        finally:  # cancelled (SIGTERM, the job's deadline): the unrecorded attempts stop too
+            for task in pending:
+                task.cancel()
 
     async def dead_inbound(self, inbound_id: str, request: InboundRequest, reason: str) -> None:
         letter = DeadLetter(
-            id=inbound_id, kind="inbound", source=request.source, failed_at=time.time(),
+            id=inbound_id, kind="inbound", source=request.source, failed_at=clock.now(),
             reason=reason, received_at=request.received_at,
             inbound={"source": request.source, "body": request.body,
                      "headers": dict(request.headers), "client_ip": request.client_ip,
@@ -236,7 +241,7 @@ class Pipeline:
         """Write what happened to one event's deliveries: marks and counters for the delivered
         (one script call), and in one MULTI/EXEC for the rest, each state change with the
         retry job or dead letter it points at."""
-        now = time.time()
+        now = clock.now()
         delivered = [attempt for attempt, outcome in results if isinstance(outcome, Delivered)]
         failed = [(a, o) for a, o in results if not isinstance(o, Delivered)]
         if delivered:

@@ -129,6 +129,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["sources"] = build_sources(loaded)
     ctx["keys"] = Keys(config.key_prefix)
     ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
+    await CLOCK.sync(ctx["redis"])  # before the first heartbeat; every poll tick refreshes it
     ctx["heartbeat"] = asyncio.create_task(heartbeat(ctx))
     log.info("worker started", worker_id=ctx["worker_id"], sinks=sorted(sinks),
              sources=sorted(ctx["sources"]), concurrency=config.worker.concurrency)

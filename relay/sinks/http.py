@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import time
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -31,6 +30,7 @@ import aiohttp
 from pydantic import AfterValidator, Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
+from relay import clock
 from relay.config.types import Duration, Secrets, SinkConfig
 from relay.events import StoredEvent
 from relay.sinks.base import (
@@ -95,6 +95,12 @@ class HttpSink(Sink):
         super().__init__(name, config)
         self._signers = [Webhook(secret) for secret in config.secret]
 
+    def credentials(self) -> set[str]:
+        """The URL's parts and the custom header values (`Authorization: Bearer ...`), and
+        their last word: an answer echoing the request must not show them."""
+        values = set(self.config.headers.values())
+        return super().credentials() | values | {v.split()[-1] for v in values if v.split()}
+
     def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
         """The `webhook-signature` value: `v1,<sig>` per secret, space-separated."""
         moment = datetime.fromtimestamp(timestamp, UTC)
@@ -102,7 +108,7 @@ class HttpSink(Sink):
         return " ".join(signer.sign(msg_id, moment, data) for signer in self._signers)
 
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
-        timestamp = int(time.time())
+        timestamp = int(clock.now())  # Redis's time: receivers check it against theirs
         headers: dict[str, str] = {
             name: value
             for name, value in self.config.headers.items()
