@@ -70,9 +70,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from relay import logs
+    from relay.ingress import runner
     from relay.ingress.app import create_app
 
     loaded = _load(args.config)
@@ -82,9 +81,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or int(os.environ.get("PORT") or 8000)
     logs.get_logger("relay.ingress").info("ingress listening", host=args.host, port=port,
                                           sources=sorted(loaded.config.sources))
-    # shutdown_timeout: finish requests in flight well inside Heroku's 30 s (aiohttp: 60 s).
-    web.run_app(create_app(loaded), host=args.host, port=port, shutdown_timeout=10,
-                print=None, access_log=None, handle_signals=True)
+    # Not web.run_app: its shutdown discards the rest of a body still arriving, so those
+    # requests got no answer; runner.run drains them, all inside Heroku's 30 s.
+    runner.run(create_app(loaded), args.host, port,
+               answer_s=loaded.config.server.redis_timeout)
     return 0
 
 

@@ -17,6 +17,19 @@ import yaml
 from relay.embedded import free_port
 from tests.conftest import REPO, TEST_SECRETS
 
+CLOCKSHIFT_DIR = Path(__file__).resolve().parent / "clockshift"
+
+
+def clock_shift_env(shift_s: float, env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default: this process's) for a Python child whose wall clock (time.time,
+    datetime.now, ...) runs `shift_s` seconds off; monotonic clocks are left alone. See
+    tests/clockshift/sitecustomize.py for exactly what is shifted."""
+    env = dict(os.environ if env is None else env)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join([str(CLOCKSHIFT_DIR), *([path] if path else [])])
+    env["RELAY_TEST_CLOCK_SHIFT_S"] = repr(float(shift_s))
+    return env
+
 
 def write_config(directory: Path, raw: dict[str, Any], name: str = "relay.yaml") -> Path:
     path = directory / name
@@ -25,16 +38,20 @@ def write_config(directory: Path, raw: dict[str, Any], name: str = "relay.yaml")
 
 
 class RelayProcess:
-    """One `relay serve` or `relay worker` child, logging to a file."""
+    """One `relay serve` or `relay worker` child, logging to a file. With `clock_shift_s`, its
+    wall clock runs that many seconds off (clock_shift_env)."""
 
     def __init__(self, command: str, config: Path, log_dir: Path, redis_url: str,
-                 port: int | None = None, extra_env: dict[str, str] | None = None):
+                 port: int | None = None, extra_env: dict[str, str] | None = None,
+                 clock_shift_s: float | None = None):
         self.command = command
         self.config = config
         self.port = port or (free_port() if command == "serve" else None)
         self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
         self.env = {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO",
                     **(extra_env or {})}
+        if clock_shift_s is not None:
+            self.env = clock_shift_env(clock_shift_s, self.env)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
