@@ -5,7 +5,7 @@
 POST /<sink>/...          a delivery (answers 200; 503 while the sink is set `down`)
 GET  /stats               per sink: received, distinct events, duplicates, latency percentiles
 GET  /ids/<sink>          the distinct payment ids delivered to that sink (JSON list)
-POST /mode/<sink>/<mode>  `ok` or `down`
+POST /mode/<sink>/<mode>  `ok`, `down` or `hang` (never answer: the relay's timeout ends it)
 POST /reset               forget everything
 
 Latency of one delivery is its arrival time minus:
@@ -19,6 +19,7 @@ Binds 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import time
 from collections import defaultdict
@@ -69,6 +70,9 @@ async def deliver(request: web.Request) -> web.Response:
     if STATE.mode.get(sink) == "down":
         STATE.refused[sink] += 1
         return web.Response(status=503, text="down for the benchmark")
+    if STATE.mode.get(sink) == "hang":
+        STATE.refused[sink] += 1
+        await asyncio.sleep(3600)  # the client's timeout closes the connection first
     STATE.received[sink] += 1
     STATE.first_at.setdefault(sink, now)
     STATE.last_at[sink] = now

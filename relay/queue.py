@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from arq.constants import job_key_prefix
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job
 from redis.exceptions import NoScriptError
 
 from relay import clock
@@ -171,15 +172,8 @@ class InboundStore:
     async def store(self, request: InboundRequest, keep_headers: tuple[str, ...]) -> Stored:
         job_id = inbound_id(request.source, request.body)
         now_ms = clock.now_ms()
-        blob = serialize(
-            {
-                "t": None,
-                "f": PROCESS_INBOUND,
-                "a": [],
-                "k": {"inbound": request_to_job(request, keep_headers)},
-                "et": now_ms,
-            }
-        )
+        blob = serialize_job(PROCESS_INBOUND, (), {"inbound": request_to_job(request, keep_headers)},
+                             None, now_ms, serializer=serialize)
         created = await self._script(
             keys=[
                 self.keys.inbound_seen(job_id),
@@ -212,7 +206,8 @@ def add_job(
     points at it). NX on both: re-running the same step never replaces a job in flight."""
     now_ms = clock.now_ms()  # Redis's time: a worker with a wrong host clock still schedules right
     run_at_ms = now_ms + int(defer_s * 1000)
-    blob = serialize({"t": None, "f": function, "a": [], "k": kwargs, "et": now_ms})
-    # arq drops a job whose key expired before it ran: keep it a day past its run time.
-    pipe.set(job_key_prefix + job_id, blob, px=run_at_ms - now_ms + 86_400_000, nx=True)
+    blob = serialize_job(function, (), kwargs, None, now_ms, serializer=serialize)
+    # arq drops a job whose key expired before it ran: keep it as long past its run time as
+    # arq's own enqueue_job does.
+    pipe.set(job_key_prefix + job_id, blob, px=run_at_ms - now_ms + expires_extra_ms, nx=True)
     pipe.zadd(keys.queue, {job_id: run_at_ms}, nx=True)

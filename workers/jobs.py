@@ -21,7 +21,7 @@ from relay.config.model import LoadedConfig
 from relay.delivery import Attempt, Pipeline
 from relay.events import StoredEvent
 from relay.ingress.app import build_sources
-from relay.keys import HEARTBEAT_S, WORKER_TTL_S, Keys
+from relay.keys import WORKER_TTL_S, Keys
 from relay.logs import get_logger
 from relay.queue import job_to_request
 from relay.sinks import SINKS
@@ -94,28 +94,24 @@ def worker_id() -> str:
     return os.environ.get("DYNO") or f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def heartbeat(ctx: dict[str, Any]) -> None:
-    """A per-process health key with what the worker is doing, read by `relay status`."""
+async def heartbeat(ctx: dict[str, Any], worker: Any) -> None:
+    """One beat of the per-process health record `relay status` reads (what the worker is
+    doing, by Redis's clock); RelayWorker writes it every HEARTBEAT_S from arq's poll loop, so
+    a worker whose loop is stuck stops beating."""
     keys: Keys = ctx["keys"]
-    key = keys.worker(ctx["worker_id"])
-    started = CLOCK.now()
-    while True:
-        worker = ctx.get("worker")
-        running = sum(not t.done() for t in worker.tasks.values()) if worker else 0
-        info = {"id": ctx["worker_id"], "pid": os.getpid(), "started_at": started,
-                "at": CLOCK.now(), "running": running,
-                "complete": getattr(worker, "jobs_complete", 0),
-                "retried": getattr(worker, "jobs_retried", 0),
-                "failed": getattr(worker, "jobs_failed", 0)}
-        try:
-            async with ctx["redis"].pipeline(transaction=False) as pipe:
-                pipe.set(key, orjson.dumps(info), ex=WORKER_TTL_S)
-                pipe.zadd(keys.workers, {ctx["worker_id"]: info["at"]})
-                pipe.zremrangebyscore(keys.workers, "-inf", info["at"] - WORKER_TTL_S)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            log.warning("heartbeat failed", error=str(exc))
-        await asyncio.sleep(HEARTBEAT_S)
+    now = CLOCK.now()
+    info = {"id": ctx["worker_id"], "pid": os.getpid(), "started_at": ctx["started_at"],
+            "at": now, "running": sum(not t.done() for t in worker.tasks.values()),
+            "complete": worker.jobs_complete, "retried": worker.jobs_retried,
+            "failed": worker.jobs_failed}
+    try:
+        async with ctx["redis"].pipeline(transaction=False) as pipe:
+            pipe.set(keys.worker(ctx["worker_id"]), orjson.dumps(info), ex=WORKER_TTL_S)
+            pipe.zadd(keys.workers, {ctx["worker_id"]: now})
+            pipe.zremrangebyscore(keys.workers, "-inf", now - WORKER_TTL_S)
+            await pipe.execute()
+    except (RedisError, OSError) as exc:  # the next beat tries again; claims fail loudly
+        log.warning("heartbeat failed", error=str(exc))
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -130,15 +126,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["keys"] = Keys(config.key_prefix)
     ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
     await CLOCK.sync(ctx["redis"])  # before the first heartbeat; every poll tick refreshes it
-    ctx["heartbeat"] = asyncio.create_task(heartbeat(ctx))
+    ctx["started_at"] = CLOCK.now()
     log.info("worker started", worker_id=ctx["worker_id"], sinks=sorted(sinks),
              sources=sorted(ctx["sources"]), concurrency=config.worker.concurrency)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    task = ctx.get("heartbeat")
-    if task:
-        task.cancel()
     try:
         keys: Keys = ctx["keys"]
         await ctx["redis"].delete(keys.worker(ctx["worker_id"]))

@@ -25,11 +25,11 @@ from redis.exceptions import RedisError
 
 from relay.clock import CLOCK, LUA_NOW_MS
 from relay.config.model import LoadedConfig
-from relay.keys import Keys
+from relay.keys import HEARTBEAT_S, Keys
 from relay.logs import get_logger
 from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
 from relay.redis import arq_settings, connect_worker
-from workers.jobs import deliver, process_inbound, shutdown, startup, worker_id
+from workers.jobs import deliver, heartbeat, process_inbound, shutdown, startup, worker_id
 
 log = get_logger("relay.worker")
 
@@ -80,6 +80,15 @@ class RelayWorker(Worker):
             await self._claim_due(self.max_jobs - self.job_counter)
         await self.heart_beat()
 
+    async def record_health(self) -> None:
+        """The relay's heartbeat (workers/jobs.py) in place of arq's health-check key, which
+        nothing reads: one record per process, written every HEARTBEAT_S."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_beat", -HEARTBEAT_S) < HEARTBEAT_S:
+            return
+        self._last_beat = now
+        await heartbeat(self.ctx, self)
+
     async def _claim_due(self, free: int) -> None:
         script = getattr(self, "_claim_script", None)
         if script is None:
@@ -128,8 +137,6 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
         "keep_result": 0,
         "max_tries": MAX_TRIES,
         "job_completion_wait": SHUTDOWN_GRACE_S,
-        "health_check_interval": 10,
-        "health_check_key": f"{keys.queue}:health-check:{ident}",
         "on_startup": startup,
         "on_shutdown": shutdown,
         "ctx": ctx,
