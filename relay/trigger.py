@@ -9,7 +9,7 @@ import time
 import aiohttp
 
 from relay.config.model import LoadedConfig
-from relay.ingress.app import build_sources
+from relay.providers import build_sources
 
 
 async def run_trigger(loaded: LoadedConfig, source: str, event: str, url: str | None) -> int:

@@ -20,9 +20,9 @@ from relay.clock import CLOCK
 from relay.config.model import LoadedConfig
 from relay.delivery import Attempt, Pipeline
 from relay.events import StoredEvent
-from relay.ingress.app import build_sources
 from relay.keys import WORKER_TTL_S, Keys
 from relay.logs import get_logger
+from relay.providers import build_sources
 from relay.queue import job_to_request
 from relay.sinks import SINKS
 

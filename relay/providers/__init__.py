@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from relay.providers import (
     calypso,
     coinable,
@@ -28,4 +30,14 @@ PROVIDERS: dict[str, type[Provider]] = {
     )
 }
 
-__all__ = ["PROVIDERS", "InboundRequest", "Provider", "Rejected", "SampleRequest"]
+if TYPE_CHECKING:  # the config model imports this registry: no import at run time
+    from relay.config.model import LoadedConfig
+
+
+def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
+    """One provider instance per configured source, by source name (both processes)."""
+    return {name: PROVIDERS[source.provider](name, source)
+            for name, source in loaded.config.sources.items()}
+
+
+__all__ = ["PROVIDERS", "InboundRequest", "Provider", "Rejected", "SampleRequest", "build_sources"]
