@@ -23,10 +23,17 @@ from relay.config.model import RelayConfig
 from relay.config.types import RetryConfig
 from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
 from relay.events import PaymentEvent, StoredEvent
-from relay.keys import LATENCY_BUCKETS, Keys
+from relay.keys import (
+    LATENCY_BUCKETS,
+    Keys,
+    delivery_job_id,
+    delivery_stat,
+    event_stat,
+    inbound_stat,
+)
 from relay.logs import get_logger
 from relay.providers import InboundRequest, Provider
-from relay.queue import DELIVER, add_job, delivery_job_id
+from relay.queue import DELIVER, add_job
 from relay.ratelimit import RateLimiter
 from relay.routing import route
 from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
@@ -40,16 +47,17 @@ RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot,
 # Mark deliveries done, count them and observe their latency: one script call per event,
 # because per-command client cost (not Redis) dominates a worker's CPU.
 # KEYS: state hash, stats hash, then per sink its latency and health hashes.
-# ARGV: state TTL, now, then per sink: name, latency bucket, seconds, write health (1/0).
+# ARGV: state TTL, now, then per sink: name, its stats field, latency bucket, seconds, write
+# health (1/0).
 _DELIVERED = """
-local n = (#ARGV - 2) / 4
+local n = (#ARGV - 2) / 5
 for i = 0, n - 1 do
-  local name = ARGV[3 + 4 * i]
+  local name = ARGV[3 + 5 * i]
   redis.call('HSET', KEYS[1], name, 'ok')
-  redis.call('HINCRBY', KEYS[2], 'dlv:' .. name .. ':delivered', 1)
-  redis.call('HINCRBY', KEYS[3 + 2 * i], ARGV[4 + 4 * i], 1)
-  redis.call('HINCRBYFLOAT', KEYS[3 + 2 * i], 'sum', ARGV[5 + 4 * i])
-  if ARGV[6 + 4 * i] == '1' then
+  redis.call('HINCRBY', KEYS[2], ARGV[4 + 5 * i], 1)
+  redis.call('HINCRBY', KEYS[3 + 2 * i], ARGV[5 + 5 * i], 1)
+  redis.call('HINCRBYFLOAT', KEYS[3 + 2 * i], 'sum', ARGV[6 + 5 * i])
+  if ARGV[7 + 5 * i] == '1' then
     redis.call('HSET', KEYS[4 + 2 * i], 'last_ok_at', ARGV[2], 'gone', 0)
   end
 end
@@ -138,14 +146,14 @@ class Pipeline:
             await self.dead_inbound(inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}")
             return
         if not events:  # e.g. a ping: nothing to relay, but it was seen
-            await self.redis.hincrby(self.keys.stats, f"in:{request.source}:no_event", 1)
+            await self.redis.hincrby(self.keys.stats, inbound_stat(request.source, "no_event"), 1)
         await asyncio.gather(*(self.handle_event(e, inbound_id, request.received_at) for e in events))
 
     async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
         states = await self._claim(
             keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id), self.keys.stats],
-            args=[inbound_id, self.window_ms, f"evt:{event.source}:{event.type}",
-                  f"evt:{event.source}:duplicate"],
+            args=[inbound_id, self.window_ms, event_stat(event.source, event.type),
+                  event_stat(event.source, "duplicate")],
         )
         if states is None:
             log.info("duplicate event dropped", event_id=event.id, source=event.source,
@@ -183,7 +191,7 @@ class Pipeline:
         )
         async with self.redis.pipeline(transaction=True) as pipe:
             self.dlq.add(pipe, letter)
-            pipe.hincrby(self.keys.stats, f"in:{request.source}:dead_lettered", 1)
+            pipe.hincrby(self.keys.stats, inbound_stat(request.source, "dead_lettered"), 1)
             await pipe.execute()
         await self.dlq.trim()
         # The body stays in the dead letter (`relay dlq list --json`), never in the log.
@@ -267,7 +275,8 @@ class Pipeline:
             if write_health:
                 self._last_ok_written[sink] = now
             keys += [self.keys.latency(sink), self.keys.sink_health(sink)]
-            args += [sink, _bucket(seconds), f"{seconds:.6f}", int(write_health)]
+            args += [sink, delivery_stat(sink, "delivered"), _bucket(seconds), f"{seconds:.6f}",
+                     int(write_health)]
         await self._delivered(keys=keys, args=args)
         # One line per event, not per sink: logging is a tenth of a worker's CPU.
         log.info("delivered", event_id=event.id, source=event.source,
@@ -289,7 +298,7 @@ class Pipeline:
             add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
             pipe.hset(state_key, sink, f"job:{job_id}")
             kind = "rate_limited" if following.attempt == attempt.attempt else "retry"
-            pipe.hincrby(self.keys.stats, f"dlv:{sink}:{kind}", 1)
+            pipe.hincrby(self.keys.stats, delivery_stat(sink, kind), 1)
             pipe.hset(self.keys.sink_health(sink), mapping=health)
             log.warning("delivery will be retried", reason=outcome.reason,
                         status=outcome.status, retry_in_s=round(delay, 3), **fields)
@@ -303,7 +312,7 @@ class Pipeline:
             excerpt=outcome.excerpt, received_at=attempt.received_at, event=attempt.event.json,
         ))
         pipe.hset(state_key, sink, "dlq")
-        pipe.hincrby(self.keys.stats, f"dlv:{sink}:failed", 1)
+        pipe.hincrby(self.keys.stats, delivery_stat(sink, "failed"), 1)
         pipe.hset(self.keys.sink_health(sink), mapping=health)
         log.error("delivery dead-lettered", reason=outcome.reason, status=outcome.status, **fields)
         return True

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgpack
 
-from relay.keys import Keys
+from relay.keys import Keys, delivery_job_id
 from relay.logs import get_logger
-from relay.queue import DELIVER, PROCESS_INBOUND, add_job, delivery_job_id
+from relay.queue import DELIVER, PROCESS_INBOUND, add_job
 
 log = get_logger("relay.dlq")
 

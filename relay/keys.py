@@ -5,6 +5,7 @@ Every key that can grow has a TTL or a cap (SPEC 7).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 REJECTIONS_CAP = 200  # recent rejections kept for `relay status` (a list, trimmed on write)
@@ -77,3 +78,57 @@ class Keys:
     def rate(self, sink: str) -> str:
         """Sorted set of recent send times for a rate-limited sink; trimmed to its window."""
         return f"{self.prefix}:rate:{sink}"
+
+
+# --- the stats hash: one counter per field, `<kind>:<subject>:<what>` ---------------------
+# Subjects (source and sink names) and event types contain no ':' (config validates names),
+# so a field splits at its first and last ':'. Everything that counts uses these builders;
+# relay.monitor reads them back with parse_stat.
+
+INBOUND, EVENT, DELIVERY = "in", "evt", "dlv"
+
+
+def inbound_stat(source: str, outcome: str) -> str:
+    """Requests per source: `stored`, `duplicate`, `unavailable`, a rejection's error, ..."""
+    return f"{INBOUND}:{source}:{outcome}"
+
+
+def event_stat(source: str, what: str) -> str:
+    """Events per source: by type (`payment.paid`), or `duplicate`."""
+    return f"{EVENT}:{source}:{what}"
+
+
+def delivery_stat(sink: str, outcome: str) -> str:
+    """Deliveries per sink: `delivered`, `retry`, `rate_limited`, `failed`."""
+    return f"{DELIVERY}:{sink}:{outcome}"
+
+
+@dataclass(frozen=True)
+class StatField:
+    kind: str  # INBOUND, EVENT or DELIVERY
+    subject: str  # the source or sink name
+    what: str
+
+
+def parse_stat(field: str) -> StatField | None:
+    kind, _, rest = field.partition(":")
+    subject, _, what = rest.rpartition(":")
+    if kind not in (INBOUND, EVENT, DELIVERY) or not subject:
+        return None
+    return StatField(kind, subject, what)
+
+
+# --- delivery job ids: `dlv_<event id>_<sink>_<attempt>_<tag>` ------------------------------
+
+_DELIVERY_JOB = re.compile(r"dlv_(evt_[a-z2-7]+)_(.+)_(\d+)_([^_]+)")
+
+
+def delivery_job_id(event_id: str, sink: str, attempt: int, tag: str | int) -> str:
+    """Deterministic for one step of one delivery, so a re-run step cannot queue it twice."""
+    return f"dlv_{event_id}_{sink}_{attempt}_{tag}"
+
+
+def sink_of_job(job_id: str) -> str | None:
+    """The sink a delivery job id belongs to; None for any other job."""
+    match = _DELIVERY_JOB.fullmatch(job_id)
+    return match.group(2) if match else None

@@ -21,8 +21,10 @@ from redis.exceptions import NoScriptError
 
 from relay import clock
 from relay.clock import LUA_NOW_MS
-from relay.keys import INBOUND_JOB_TTL_S, Keys
+from relay.keys import INBOUND_JOB_TTL_S, Keys, delivery_job_id, inbound_stat, sink_of_job
 from relay.providers.base import InboundRequest
+
+__all__ = ["delivery_job_id", "sink_of_job"]  # re-exported: the job format lives in keys
 
 PROCESS_INBOUND = "process_inbound"
 DELIVER = "deliver"
@@ -40,20 +42,6 @@ redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 return 1
 """
-
-
-def delivery_job_id(event_id: str, sink: str, attempt: int, tag: str | int) -> str:
-    """`dlv_<event id>_<sink>_<attempt>_<tag>`: deterministic, so a re-run step cannot queue twice."""
-    return f"dlv_{event_id}_{sink}_{attempt}_{tag}"
-
-
-def sink_of_job(job_id: str) -> str | None:
-    """The sink a `deliver` job id belongs to (event ids have a fixed length)."""
-    if not job_id.startswith("dlv_evt_"):
-        return None
-    rest = job_id[len("dlv_") + 30 + 1:]
-    parts = rest.rsplit("_", 2)
-    return parts[0] if len(parts) == 3 else None
 
 
 def serialize(obj: Any) -> bytes:
@@ -187,8 +175,8 @@ class InboundStore:
                 blob,
                 INBOUND_JOB_TTL_S * 1000,
                 0,
-                f"in:{request.source}:stored",
-                f"in:{request.source}:duplicate",
+                inbound_stat(request.source, "stored"),
+                inbound_stat(request.source, "duplicate"),
             ],
         )
         return Stored(id=job_id, duplicate=not created)
