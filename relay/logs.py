@@ -1,7 +1,10 @@
 """structlog setup: one JSON object per line on stdout, with secrets redacted.
 
 Redaction is defence in depth: code never logs headers or secrets on purpose, and this last
-processor also replaces any configured secret (and anything after `whsec_`) wherever it appears.
+processor also replaces any configured secret (and anything after `whsec_`) wherever it appears,
+and cuts every URL in every string value to its host and every query value to `…` by the URL's
+structure (relay.redact), so a URL spelled otherwise than in the config (`HTTP://…`, encoded) or
+one from a payload is covered too.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 import orjson
 import structlog
 
+from relay.redact import REDACTED, known, redact
+
 _SIGNATURE_LIKE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
-_REDACTED = "[redacted]"
 
 
 class Redactor:
@@ -24,15 +28,11 @@ class Redactor:
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self.secrets = known(secrets)  # longest first: one containing another goes whole
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, _REDACTED)
-            return _SIGNATURE_LIKE.sub(_REDACTED, value)
+            return _SIGNATURE_LIKE.sub(REDACTED, redact(value, self.secrets))
         if isinstance(value, dict):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

@@ -71,8 +71,15 @@ def _authorized(request: web.Request, allow_query: bool) -> bool:
     if allow_query and "token" in request.query:
         candidates.append(request.query["token"])
     # Compare every candidate (no short-circuit on the first) so timing says nothing either.
-    results = [hmac.compare_digest(c.encode(), expected.encode()) for c in candidates]
+    results = [hmac.compare_digest(_token_bytes(c), _token_bytes(expected)) for c in candidates]
     return any(results)
+
+
+def _token_bytes(token: str) -> bytes:
+    """A token as bytes, for any text: header bytes that are not UTF-8 reach us as lone
+    surrogates, which plain `.encode()` refuses (a 500). `surrogatepass` never raises and maps
+    each text to its own bytes, so the bytes are equal exactly when the tokens are."""
+    return token.encode("utf-8", "surrogatepass")
 
 
 def _unauthorized() -> web.Response:

@@ -1,15 +1,24 @@
 """What every sink module implements: render an event, send it, classify the answer.
 
 A sink never raises for a failed delivery: it returns `Delivered`, `RetryLater` or `Failed`, and
-the worker turns that into a mark, a scheduled retry or a dead letter.
+the worker turns that into a mark, a scheduled retry or a dead letter. The reason and excerpt
+of what `deliver` returns never hold the sink's URL or a secret (relay.redact): they are stored
+as `last_error` and in dead letters, and shown by `relay status`, `relay dlq` and `/status`.
+
+Waits a sink asks for (`Retry-After`, Discord's `retry_after`) count only when sane: negative,
+NaN, infinite, overflowing or garbage values are absent (None), and a 429 waits at least
+`MIN_RATE_LIMIT_WAIT_S` whatever it said. The ceiling is the retry schedule's, in
+relay.delivery.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
+import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -19,8 +28,11 @@ from pydantic import BeforeValidator
 from relay import __version__
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
+from relay.redact import known, redact, url_secrets
 
 EXCERPT_BYTES = 2048
+REASON_CHARS = 300
+MIN_RATE_LIMIT_WAIT_S = 1.0  # a 429 saying 0 (or a past date) must not become a request storm
 USER_AGENT = f"payrelay/{__version__}"
 
 
@@ -71,6 +83,16 @@ class Sink(ABC):
     def __init__(self, name: str, config: SinkConfig):
         self.name = name
         self.config = config
+        self.secrets = known(self.credentials())
+
+    def credentials(self) -> set[str]:
+        """Strings of the config that must never show in a reason or excerpt, even without a
+        scheme around them (an answer echoing the request line): the parts of the sink's URL."""
+        url = getattr(self.config, "url", None)
+        return url_secrets(url) if isinstance(url, str) else set()
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets)
 
     @abstractmethod
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
@@ -83,7 +105,21 @@ class Sink(ABC):
     async def deliver(
         self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
     ) -> Outcome:
-        """Render, POST (no redirects, the sink's timeout) and classify. Never raises."""
+        """Render, POST (no redirects, the sink's timeout) and classify. Never raises; the
+        outcome's reason and excerpt are redacted."""
+        return self.redacted(await self._attempt(session, event, attempt))
+
+    def redacted(self, outcome: Outcome) -> Outcome:
+        """`outcome` with no URL or secret in its reason or excerpt (cut after redacting, so a
+        cut never leaves a secret's head unrecognised)."""
+        if isinstance(outcome, Delivered):
+            return outcome
+        reason = self.redact(outcome.reason)[:REASON_CHARS]
+        return replace(outcome, reason=reason, excerpt=self.redact(outcome.excerpt))
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
+    ) -> Outcome:
         try:
             request = self.render(event, attempt)
         except RenderError as exc:  # a template bug: retrying cannot help; replay after a fix
@@ -101,30 +137,56 @@ class Sink(ABC):
         except TimeoutError:
             return RetryLater(reason=f"timeout after {self.config.timeout:g}s")
         except aiohttp.ClientError as exc:
-            return RetryLater(reason=f"network error: {type(exc).__name__}: {exc}"[:300])
+            # aiohttp's text quotes the full URL (with its token): `deliver` redacts it.
+            return RetryLater(reason=f"network error: {type(exc).__name__}: {exc}")
 
 
 # --- shared helpers -------------------------------------------------------------------------
 
 
 def excerpt(body: bytes) -> str:
-    return body[:EXCERPT_BYTES].decode("utf-8", "replace")
+    """The start of an answer as text, URLs and query values redacted (it may echo them)."""
+    return redact(body[:EXCERPT_BYTES].decode("utf-8", "replace"))
+
+
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")  # RFC 9110 delta-seconds; a fraction tolerated
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or invalid."""
+    """`Retry-After` as seconds: delta-seconds or an HTTP date (a date already past is 0).
+    None when absent or not sane: negative, NaN, infinite, overflowing or garbage."""
     if not value:
         return None
     value = value.strip()
+    if _DELTA_SECONDS.fullmatch(value):
+        return wait_seconds(float(value))  # 400 digits parse as inf: absent
+    return _http_date_wait(value, time.time() if now is None else now)
+
+
+def _http_date_wait(value: str, now: float) -> float | None:
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return wait_seconds(max(0.0, when - now))
+
+
+def wait_seconds(value: Any) -> float | None:
+    """A wait given as a number (Discord's JSON `retry_after`): the seconds when finite and not
+    negative, else None. Booleans and strings are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def rate_limit_wait(after: float | None) -> float | None:
+    """The wait of a 429: at least MIN_RATE_LIMIT_WAIT_S when the sink gave one; None (the
+    caller's default) when it did not."""
+    return None if after is None else max(MIN_RATE_LIMIT_WAIT_S, after)
 
 
 def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
@@ -134,7 +196,8 @@ def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: byt
         return Delivered(status)
     after = retry_after_seconds(headers.get("Retry-After"))  # type: ignore[union-attr]
     if status == 429:
-        return RetryLater("rate limited (429)", status, after, rate_limited=True, excerpt=text)
+        return RetryLater("rate limited (429)", status, rate_limit_wait(after), rate_limited=True,
+                          excerpt=text)
     if status in (408, 425) or status >= 500:
         return RetryLater(f"HTTP {status}", status, after, excerpt=text)
     if 300 <= status < 400:

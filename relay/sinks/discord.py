@@ -17,9 +17,10 @@ truncation, never by failing: content 2000, 10 embeds, title 256, description 40
 field name 256 / value 1024, footer 2048, author 256, 6000 across the embeds.
 
 Answers: 2xx delivered (`?wait=true`, so Discord confirms the message was saved); 429 waits
-`retry_after` (JSON, float seconds) or `Retry-After`, whichever is longer, without using an
-attempt; 404 (unknown webhook: Discord asks never to retry it) permanent, the sink flagged
-gone; 400/401/403 permanent; 5xx, 408, 425 retried; 3xx permanent.
+`retry_after` (JSON, float seconds) or `Retry-After`, whichever is longer (a value that is not a
+finite number >= 0 is ignored; at least 1 s), without using an attempt; 404 (unknown webhook:
+Discord asks never to retry it) permanent, the sink flagged gone; 400/401/403 permanent; 5xx,
+408, 425 retried; 3xx permanent.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from relay.sinks.base import (
     Sink,
     classify_http,
     excerpt,
+    rate_limit_wait,
     retry_after_seconds,
+    wait_seconds,
 )
 
 # Discord's limits (developers/resources/message.mdx, "Embed Limits"; execute webhook).
@@ -137,7 +140,7 @@ class DiscordSink(Sink):
         title = render.title(body)
         amount = render.payment_amount(payment)
         if amount:
-            title += f": {amount}"
+            title += f": {escape(amount)}"  # the currency is provider text, like the rest
         embed: dict[str, Any] = {
             "title": render.truncate(render.neutralise_mentions(title), TITLE_MAX),
             "color": COLORS.get(str(body.get("type")), COLORS["payment.other"]),
@@ -217,17 +220,15 @@ def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: 
         return Delivered(status)
     answer = _json(body)
     if status == 429:
-        waits = [retry_after_seconds(headers.get("Retry-After"))]  # type: ignore[union-attr]
-        value = answer.get("retry_after")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            waits.append(float(value))
-        known = [w for w in waits if w is not None]
+        waits = [retry_after_seconds(headers.get("Retry-After")),  # type: ignore[union-attr]
+                 wait_seconds(answer.get("retry_after"))]
+        given = [w for w in waits if w is not None]
         notes = ["global"] if answer.get("global") is True else []
         if not headers.get("Via"):  # type: ignore[union-attr]
             notes.append("cloudflare")  # discord.py: a 429 without Via is Cloudflare's, not the API's
         reason = "rate limited (429" + "".join(f", {note}" for note in notes) + ")"
-        return RetryLater(reason, status, max(known) if known else None, rate_limited=True,
-                          excerpt=text)
+        after = rate_limit_wait(max(given) if given else None)
+        return RetryLater(reason, status, after, rate_limited=True, excerpt=text)
     if status == 404 or answer.get("code") == UNKNOWN_WEBHOOK:
         return Failed(f"HTTP {status}: unknown webhook", status, text, sink_gone=True)
     if answer.get("code") == INVALID_WEBHOOK_TOKEN:  # the token was regenerated: the URL is dead
@@ -235,7 +236,7 @@ def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: 
     if status in (400, 401, 403):
         message = answer.get("message")
         reason = f"HTTP {status}" + (f": {message}" if isinstance(message, str) else "")
-        return Failed(reason[:300], status, text)
+        return Failed(reason, status, text)  # cut by Sink.deliver, after redaction
     return classify_http(status, headers, body)
 
 

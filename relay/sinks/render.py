@@ -29,6 +29,7 @@ import jinja2
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from relay.redact import redact
 from relay.sinks.base import RenderError, is_http_url
 
 Escape = Callable[[str], str]
@@ -283,7 +284,8 @@ def render_template(source: str, body: Mapping[str, Any], project: str, escape: 
         template = compile_template(source, escape)
         return template.render(template_context(body, project, escape))
     except Exception as exc:  # noqa: BLE001 - whatever a template does wrong fails the delivery
-        raise RenderError(f"{type(exc).__name__}: {exc}"[:300]) from None
+        # The message may quote event data (a URL with a token): redact before it is stored.
+        raise RenderError(redact(f"{type(exc).__name__}: {exc}")[:300]) from None
 
 
 def template_validator(escape: Escape) -> Callable[[Any], Any]:
