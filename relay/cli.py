@@ -12,6 +12,7 @@ from relay import __version__
 from relay.config.model import ConfigError, LoadedConfig, load_config
 
 EXIT_CONFIG = 2
+EXIT_UNSAFE_REDIS = 3  # Redis's maxmemory-policy may evict queued webhooks (relay.redis_memory)
 
 
 def _load(path: str | None) -> LoadedConfig:
@@ -73,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay import logs
     from relay.ingress import runner
     from relay.ingress.app import create_app
+    from relay.redis_memory import EvictingRedis
 
     loaded = _load(args.config)
     _need_redis(loaded)
@@ -81,10 +83,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or int(os.environ.get("PORT") or 8000)
     logs.get_logger("relay.ingress").info("ingress listening", host=args.host, port=port,
                                           sources=sorted(loaded.config.sources))
-    # Not web.run_app: its shutdown discards the rest of a body still arriving, so those
-    # requests got no answer; runner.run drains them, all inside Heroku's 30 s.
-    runner.run(create_app(loaded), args.host, port,
-               answer_s=loaded.config.server.redis_timeout)
+    try:
+        # Not web.run_app: its shutdown discards the rest of a body still arriving, so those
+        # requests got no answer; runner.run drains them, all inside Heroku's 30 s.
+        runner.run(create_app(loaded), args.host, port,
+                   answer_s=loaded.config.server.redis_timeout)
+    except EvictingRedis as exc:  # a deployment problem, not a bug: no traceback
+        print(f"relay serve: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_UNSAFE_REDIS
     return 0
 
 

@@ -25,6 +25,13 @@ from arq.constants import in_progress_key_prefix
 from relay.config.model import RelayConfig
 from relay.keys import LATENCY_BUCKETS, WORKER_TTL_S, Keys
 from relay.queue import sink_of_job
+from relay.redis_memory import (
+    MemoryState,
+    eviction_message,
+    memory_message,
+    read_memory,
+    shed_at_bytes,
+)
 
 RETRY_SCAN_CAP = 100_000  # scheduled jobs read to count retries per sink (ids are ~80 bytes)
 OLDEST_PAGE = 256  # due jobs checked per round trip for the oldest one not running
@@ -32,6 +39,9 @@ OLDEST_MAX_PAGES = 8  # beyond 2048 running jobs the oldest age is an estimate (
 REJECTIONS_SHOWN = 50  # of the capped list (keys.REJECTIONS_CAP), newest first
 
 INBOUND_OUTCOMES = ("stored", "duplicate", "no_event", "dead_lettered")
+UNREADABLE_POLICY = ("Redis maxmemory-policy could not be read (INFO memory): make sure it "
+                     "is noeviction")
+UNAVAILABLE = "unavailable"  # answered 503: Redis down, full or evicting (not the request's fault)
 DELIVERY_OUTCOMES = ("delivered", "retry", "rate_limited", "failed")
 BUCKET_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
 
@@ -110,7 +120,12 @@ class SourceStatus:
 
     @property
     def rejected(self) -> int:
-        return sum(n for k, n in self.inbound.items() if k not in INBOUND_OUTCOMES)
+        return sum(n for k, n in self.inbound.items()
+                   if k not in INBOUND_OUTCOMES and k != UNAVAILABLE)
+
+    @property
+    def unavailable(self) -> int:
+        return self.inbound.get(UNAVAILABLE, 0)
 
 
 @dataclass
@@ -145,6 +160,43 @@ class Snapshot:
     workers: list[WorkerStatus]
     rejections: list[Rejection]
     retry_scan_truncated: bool = False  # over RETRY_SCAN_CAP scheduled jobs: counts are partial
+    redis_memory: MemoryState | None = None  # None: not read
+    shed_memory_ratio: float = 0.9
+    allow_redis_eviction: bool = False
+
+    @property
+    def shedding(self) -> str | None:
+        """Why the ingress answers 503 now, judged from this reading as the ingress does
+        (without its estimate of what it stored since its own last reading)."""
+        memory = self.redis_memory
+        if memory is None:
+            return None
+        if memory.evicting and not self.allow_redis_eviction:
+            return eviction_message(str(memory.policy), allowed=False)
+        return memory_message(memory, self.shed_memory_ratio)
+
+    @property
+    def degraded_reasons(self) -> list[str]:
+        """Redis conditions that lose or refuse webhooks: an evicting policy (even an allowed
+        one: it can lose 2xx-answered webhooks) and shedding."""
+        memory = self.redis_memory
+        reasons: list[str] = []
+        if memory is not None and memory.evicting and self.allow_redis_eviction:
+            reasons.append(eviction_message(str(memory.policy), allowed=True))
+        if (shed := self.shedding) is not None:
+            reasons.append(f"the ingress is shedding (503): {shed}")
+        return reasons
+
+    @property
+    def warnings(self) -> list[str]:
+        if self.redis_memory is not None and self.redis_memory.policy is None:
+            return [UNREADABLE_POLICY]
+        return []
+
+    @property
+    def unavailable(self) -> int:
+        """503s answered, all sources (counted by each ingress, added to Redis each second)."""
+        return sum(s.unavailable for s in self.sources)
 
     def sink(self, name: str) -> SinkStatus | None:
         return next((s for s in self.sinks if s.name == name), None)
@@ -168,7 +220,19 @@ class Snapshot:
             "sinks": {s.name: _sink_dict(s) for s in self.sinks},
             "rejections": [dataclasses.asdict(r) for r in self.rejections],
             "retry_scan_truncated": self.retry_scan_truncated,
+            "redis": self._redis_dict(),
+            "degraded": bool(self.degraded_reasons),
+            "degraded_reasons": self.degraded_reasons,
+            "warnings": self.warnings,
         }
+
+    def _redis_dict(self) -> dict[str, Any]:
+        memory = self.redis_memory.to_dict() if self.redis_memory else {}
+        limit = self.redis_memory.max_bytes if self.redis_memory else None
+        shed_at = shed_at_bytes(limit, self.shed_memory_ratio) if limit else None
+        return {**memory, "shed_memory_ratio": self.shed_memory_ratio, "shed_at_bytes": shed_at,
+                "allow_redis_eviction": self.allow_redis_eviction,
+                "shedding": self.shedding is not None, "unavailable": self.unavailable}
 
     def to_json(self, indent: bool = True) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 if indent else 0)
@@ -286,6 +350,7 @@ async def take_snapshot(
                        for i, name in enumerate(extra_sinks)})
 
     workers = await _workers(redis, keys, worker_ids, now)
+    memory = await read_memory(redis)  # its own round trip: a host may refuse INFO alone
     in_progress = sum(w.running for w in workers)
     retrying = _retrying_by_sink(later)
     sinks = [
@@ -308,6 +373,9 @@ async def take_snapshot(
         workers=workers,
         rejections=[r for r in (_rejection(raw) for raw in rejections) if r is not None],
         retry_scan_truncated=len(later) >= retry_scan_cap and int(scheduled) > retry_scan_cap,
+        redis_memory=memory,
+        shed_memory_ratio=config.server.shed_memory_ratio,
+        allow_redis_eviction=config.allow_redis_eviction,
     )
 
 

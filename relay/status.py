@@ -16,8 +16,16 @@ from rich.text import Text
 
 from relay.config.model import LoadedConfig
 from relay.ingress.guard import UNKNOWN_SOURCE
-from relay.monitor import Snapshot, ago, duration, take_snapshot
+from relay.monitor import (
+    INBOUND_OUTCOMES,
+    UNAVAILABLE,
+    Snapshot,
+    ago,
+    duration,
+    take_snapshot,
+)
 from relay.redis import connect
+from relay.redis_memory import shed_at_bytes
 
 WATCH_INTERVAL_S = 2.0
 REDIS_TIMEOUT_S = 3.0  # a status command should fail fast, not ride out a long outage
@@ -93,13 +101,48 @@ def redact_url(url: str) -> str:
 
 def render(snapshot: Snapshot) -> Group:
     """The whole report: queue, sinks, sources, workers, recent rejections."""
-    parts: list[Any] = [_queue_table(snapshot), _sinks_table(snapshot), _sources_table(snapshot),
-                        _workers_table(snapshot)]
+    parts: list[Any] = [*_verdict(snapshot), _redis_table(snapshot), _queue_table(snapshot),
+                        _sinks_table(snapshot), _sources_table(snapshot), _workers_table(snapshot)]
     if snapshot.rejections:
         parts.append(_rejections_table(snapshot))
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
     parts.append(Text(f"prefix {snapshot.prefix!r} · {when}", style="dim"))
     return Group(*parts)
+
+
+def _verdict(snapshot: Snapshot) -> list[Text]:
+    """DEGRADED first and loud: an evicting Redis loses webhooks, a shedding ingress refuses."""
+    lines = [Text(f"DEGRADED: {reason}", style="bold red") for reason in snapshot.degraded_reasons]
+    lines += [Text(f"warning: {warning}", style="yellow") for warning in snapshot.warnings]
+    return lines
+
+
+def _redis_table(snapshot: Snapshot) -> Table:
+    table = Table(title="Redis", title_justify="left")
+    for column in ("memory", "maxmemory-policy", "ingress", "answered 503"):
+        table.add_column(column)
+    memory = snapshot.redis_memory
+    policy = memory.policy if memory and memory.policy else "unknown"
+    shedding = snapshot.shedding is not None
+    table.add_row(
+        _memory_text(snapshot),
+        Text(policy, style="bold red" if memory and memory.evicting else ""),
+        Text("SHEDDING (503)", style="bold red") if shedding else Text("accepting", style="green"),
+        Text(str(snapshot.unavailable), style="yellow" if snapshot.unavailable else ""),
+    )
+    return table
+
+
+def _memory_text(snapshot: Snapshot) -> str:
+    memory = snapshot.redis_memory
+    if memory is None or memory.used_bytes is None:
+        return "unknown"
+    used = f"{memory.used_bytes / 1048576:.1f} MiB"
+    if not memory.max_bytes:
+        return f"{used} (no maxmemory)"
+    shed_at = shed_at_bytes(memory.max_bytes, snapshot.shed_memory_ratio)
+    return (f"{used} of {memory.max_bytes / 1048576:.1f} MiB ({memory.fraction:.0%}; "
+            f"sheds from {shed_at / 1048576:.1f} MiB)")
 
 
 def _queue_table(snapshot: Snapshot) -> Table:
@@ -154,15 +197,16 @@ def _sink_state(sink: Any) -> Text:
 def _sources_table(snapshot: Snapshot) -> Table:
     table = Table(title="Sources", title_justify="left")
     table.add_column("source")
-    for column in ("stored", "duplicate", "rejected", "events", "dup. events"):
+    for column in ("stored", "duplicate", "503", "rejected", "events", "dup. events"):
         table.add_column(column, justify="right")
     table.add_column("rejections by reason")
     for source in snapshot.sources:
         reasons = ", ".join(f"{k} {n}" for k, n in sorted(source.inbound.items())
-                            if k not in ("stored", "duplicate", "no_event", "dead_lettered"))
+                            if k not in (*INBOUND_OUTCOMES, UNAVAILABLE))
         table.add_row(
             _source_label(source),
             str(source.stored), str(source.inbound.get("duplicate", 0)),
+            Text(str(source.unavailable), style="yellow" if source.unavailable else ""),
             Text(str(source.rejected), style="yellow" if source.rejected else ""),
             str(sum(source.events.values())), str(source.duplicates), reasons or "-",
         )

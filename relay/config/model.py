@@ -25,6 +25,10 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(default=262_144, ge=1024, le=64 * 1024 * 1024)
     trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
     redis_timeout: Duration = 2.0  # slower than this and ingress answers 503
+    # Above this fraction of Redis's maxmemory (and at least 4 MiB below it) the ingress
+    # answers 503: the rest is headroom the workers need to drain (under noeviction a full
+    # Redis refuses their writes too). relay.redis_memory.shed_at_bytes.
+    shed_memory_ratio: float = Field(default=0.9, ge=0.5, le=0.99)
 
 
 class AdminConfig(Strict):
@@ -60,6 +64,8 @@ class RelayConfig(BaseModel):
 
     redis_url: str = ""
     key_prefix: str = "relay"
+    # Start even when Redis's maxmemory-policy may evict keys (queued webhooks with them).
+    allow_redis_eviction: bool = False
     server: ServerConfig = ServerConfig()
     admin: AdminConfig = AdminConfig()
     dedupe: DedupeConfig = DedupeConfig()

@@ -36,11 +36,13 @@ from relay.monitor import (
     BUCKET_LABELS,
     DELIVERY_OUTCOMES,
     INBOUND_OUTCOMES,
+    UNAVAILABLE,
     Snapshot,
     ago,
     duration,
     take_snapshot,
 )
+from relay.redis_memory import shed_at_bytes
 
 SNAPSHOT_TIMEOUT_S = 5.0  # a scrape must not hang on a sick Redis (Prometheus times out at 10 s)
 PAGE_REFRESH_S = 5
@@ -107,7 +109,8 @@ class SnapshotCollector:
         self.configured_sinks = sinks
 
     def collect(self) -> list[Metric]:
-        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers()]
+        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers(),
+                *self._redis()]
 
     def _queue(self) -> list[Metric]:
         snap = self.snapshot
@@ -126,15 +129,16 @@ class SnapshotCollector:
 
     def _inbound(self) -> list[Metric]:
         inbound = CounterMetricFamily("relay_inbound_total", "Webhooks received, by source and "
-                                      "outcome (stored, duplicate, no_event, dead_lettered or "
-                                      "the rejection error).", labels=["source", "outcome"])
+                                      "outcome (stored, duplicate, no_event, dead_lettered, "
+                                      "unavailable: answered 503, or the rejection error).",
+                                      labels=["source", "outcome"])
         events = CounterMetricFamily("relay_events_total", "Canonical events normalized, by "
                                      "source and type.", labels=["source", "type"])
         dups = CounterMetricFamily("relay_event_duplicates_total", "Semantic duplicate events "
                                    "dropped, by source.", labels=["source"])
         for source in self.snapshot.sources:
             # Zero series for configured sources, so rate() works from the first webhook on.
-            counts = {"stored": 0, "duplicate": 0} if source.configured else {}
+            counts = {"stored": 0, "duplicate": 0, UNAVAILABLE: 0} if source.configured else {}
             counts.update(source.inbound)
             for outcome, n in sorted(counts.items()):
                 inbound.add_metric([source.name, outcome], n)
@@ -182,6 +186,36 @@ class SnapshotCollector:
         info = GaugeMetricFamily("relay_build_info", "The relay's version.", labels=["version"])
         info.add_metric([__version__], 1)
         return [workers, rejections, info]
+
+    def _redis(self) -> list[Metric]:
+        """Why the ingress sheds or the relay is degraded: Redis's memory and policy."""
+        snap = self.snapshot
+        memory = snap.redis_memory
+        shedding = GaugeMetricFamily("relay_ingress_shedding", "1 while the ingress answers 503 "
+                                     "because Redis is near maxmemory or may evict.")
+        shedding.add_metric([], int(snap.shedding is not None))
+        policy = GaugeMetricFamily("relay_redis_maxmemory_policy", "Redis's maxmemory-policy "
+                                   "(anything but noeviction can lose queued webhooks).",
+                                   labels=["policy"])
+        policy.add_metric([(memory.policy if memory else None) or "unknown"], 1)
+        safe = GaugeMetricFamily("relay_redis_eviction_safe", "1 when maxmemory-policy is "
+                                 "noeviction, 0 when it may evict or cannot be read.")
+        safe.add_metric([], int(bool(memory and memory.policy) and not memory.evicting))
+        families: list[Metric] = [shedding, policy, safe]
+        if memory is not None and memory.used_bytes is not None:
+            used = GaugeMetricFamily("relay_redis_memory_used_bytes", "Redis memory counted "
+                                     "against maxmemory.")
+            used.add_metric([], memory.used_bytes)
+            families.append(used)
+        if memory is not None and memory.max_bytes:
+            limit = GaugeMetricFamily("relay_redis_memory_max_bytes", "Redis maxmemory.")
+            limit.add_metric([], memory.max_bytes)
+            shed_at = GaugeMetricFamily("relay_redis_memory_shed_bytes", "Used memory from "
+                                        "which the ingress sheds (server.shed_memory_ratio, "
+                                        "at least 4 MiB below maxmemory).")
+            shed_at.add_metric([], shed_at_bytes(memory.max_bytes, snap.shed_memory_ratio))
+            families += [limit, shed_at]
+        return families
 
 
 def render_metrics(snapshot: Snapshot, sources: list[str], sinks: list[str]) -> bytes:

@@ -12,11 +12,13 @@ from redis.exceptions import RedisError
 from relay.config.model import LoadedConfig
 from relay.ingress import admin
 from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
+from relay.ingress.shedding import IngressGuard, is_out_of_memory
 from relay.keys import Keys
 from relay.logs import get_logger
 from relay.providers import PROVIDERS, InboundRequest, Provider, Rejected
 from relay.queue import InboundStore
 from relay.redis import connect
+from relay.redis_memory import EvictingRedis
 
 log = get_logger("relay.ingress")
 
@@ -25,12 +27,20 @@ REDIS = web.AppKey("redis", object)
 STORE = web.AppKey("store", InboundStore)
 REJECTIONS = web.AppKey("rejections", RejectionLog)
 SOURCES = web.AppKey("sources", dict)
+GUARD = web.AppKey("guard", IngressGuard)
 
 RETRY_AFTER_S = "5"
 
 
-def _error(status: int, error: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error}, status=status, headers=headers)
+def _error(status: int, error: str, headers: dict[str, str] | None = None,
+           detail: str | None = None) -> web.Response:
+    body = {"error": error} if detail is None else {"error": error, "detail": detail}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _unavailable(app: web.Application, source: str) -> web.Response:
+    app[GUARD].unavailable(source)  # counted in memory; the monitor adds it to Redis
+    return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
 
 
 async def receive_webhook(request: web.Request) -> web.Response:
@@ -72,15 +82,22 @@ async def receive_webhook(request: web.Request) -> web.Response:
         await rejections.record(source, True, rejected.status, rejected.error, rejected.reason, address)
         return _error(rejected.status, rejected.error)
 
+    guard = app[GUARD]
+    if guard.verdict() is not None:  # in memory: no Redis round trip (the monitor logs why)
+        return _unavailable(app, source)
     try:
         async with asyncio.timeout(server.redis_timeout):
             stored = await app[STORE].store(inbound, provider.keep_headers)
     except (RedisError, OSError, TimeoutError) as exc:
+        if is_out_of_memory(exc):
+            guard.out_of_memory()  # shed until the next reading instead of trying each one
         log.error("redis unavailable: webhook not stored", source=source, error=type(exc).__name__)
-        return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
+        return _unavailable(app, source)
     except Exception:  # never a 500: the provider retries, and we see the bug
         log.exception("webhook not stored", source=source)
-        return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
+        return _unavailable(app, source)
+    if not stored.duplicate:
+        guard.stored(len(body))
     answer: dict[str, object] = {"ok": True, "id": stored.id}
     if stored.duplicate:
         answer["duplicate"] = True
@@ -92,12 +109,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """503 while Redis does not answer or the ingress sheds (the error says why). An evicting
+    policy the config allows stays ready (the operator chose it) with a `warning`."""
     try:
         async with asyncio.timeout(2):
             await request.app[REDIS].ping()  # type: ignore[attr-defined]
     except (RedisError, OSError, TimeoutError):
         return _error(503, "redis_unavailable")
-    return web.json_response({"ok": True})
+    guard = request.app[GUARD]
+    shed = guard.verdict()
+    if shed is not None:
+        return _error(503, shed.code, {"Retry-After": RETRY_AFTER_S}, shed.detail)
+    warning = guard.warning()
+    return web.json_response({"ok": True, "warning": warning} if warning else {"ok": True})
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -108,8 +132,28 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = redis
     app[STORE] = InboundStore(redis, keys, loaded.config.dedupe.window)
     app[REJECTIONS] = RejectionLog(redis, keys)
+    guard = app[GUARD] = IngressGuard(redis, keys, loaded.config, log)
+    try:
+        await _check_redis_at_start(guard, loaded.config.allow_redis_eviction)
+    except EvictingRedis:
+        await redis.aclose()
+        raise
+    monitor = asyncio.create_task(guard.run())
     yield
+    monitor.cancel()
+    await asyncio.gather(monitor, return_exceptions=True)
+    await guard.flush()  # the last 503s counted (no-op when Redis is away)
     await redis.aclose()
+
+
+async def _check_redis_at_start(guard: IngressGuard, allow_eviction: bool) -> None:
+    """The first memory reading; refuse to start on an evicting policy unless allowed."""
+    state = await guard.refresh()
+    if state is None:
+        log.warning("cannot read Redis maxmemory-policy (Redis unreachable): checked once it "
+                    "answers (the ingress sheds if it evicts)")
+    elif state.evicting and not allow_eviction:
+        raise EvictingRedis(str(state.policy))
 
 
 def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
