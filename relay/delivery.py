@@ -35,6 +35,7 @@ from relay.logs import get_logger
 from relay.providers import InboundRequest, Provider
 from relay.queue import DELIVER, add_job
 from relay.ratelimit import RateLimiter
+from relay.redact import redact
 from relay.routing import route
 from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
 
@@ -230,7 +231,8 @@ class Pipeline:
             outcome = await sink.deliver(self.session, attempt.event, attempt.attempt)
         except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
-            outcome = RetryLater(f"internal error in sink: {type(exc).__name__}: {exc}"[:300])
+            reason = redact(f"internal error in sink: {type(exc).__name__}: {exc}")
+            outcome = RetryLater(reason[:300])
         finally:
             self.admission.leave(attempt.sink, outcome)
         return outcome

@@ -104,14 +104,12 @@ async def heartbeat(ctx: dict[str, Any], worker: Any) -> None:
             "at": now, "running": sum(not t.done() for t in worker.tasks.values()),
             "complete": worker.jobs_complete, "retried": worker.jobs_retried,
             "failed": worker.jobs_failed}
-    try:
-        async with ctx["redis"].pipeline(transaction=False) as pipe:
-            pipe.set(keys.worker(ctx["worker_id"]), orjson.dumps(info), ex=WORKER_TTL_S)
-            pipe.zadd(keys.workers, {ctx["worker_id"]: now})
-            pipe.zremrangebyscore(keys.workers, "-inf", now - WORKER_TTL_S)
-            await pipe.execute()
-    except (RedisError, OSError) as exc:  # the next beat tries again; claims fail loudly
-        log.warning("heartbeat failed", error=str(exc))
+    # No except: a Redis error here is the poll loop's, as a failed claim is (run_worker).
+    async with ctx["redis"].pipeline(transaction=False) as pipe:
+        pipe.set(keys.worker(ctx["worker_id"]), orjson.dumps(info), ex=WORKER_TTL_S)
+        pipe.zadd(keys.workers, {ctx["worker_id"]: now})
+        pipe.zremrangebyscore(keys.workers, "-inf", now - WORKER_TTL_S)
+        await pipe.execute()
 
 
 async def startup(ctx: dict[str, Any]) -> None:

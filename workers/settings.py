@@ -34,6 +34,7 @@ from workers.jobs import deliver, heartbeat, process_inbound, shutdown, startup,
 log = get_logger("relay.worker")
 
 MAX_TRIES = 1_000_000
+BEAT_ON_CHANGE_S = 0.2  # a changed running count is written this soon (else every 5 s)
 JOB_DEADLINE_MARGIN_S = 2.0  # job functions stop this long before arq's job_timeout
 SHUTDOWN_GRACE_S = 20
 
@@ -79,14 +80,24 @@ class RelayWorker(Worker):
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             await self._claim_due(self.max_jobs - self.job_counter)
         await self.heart_beat()
+        # A cancel (SIGTERM, shutdown) that arrives while redis-py is inside a command can be
+        # lost: the command returns normally and the task stays "cancelling" (measured with
+        # redis-py 5.3 on Python 3.11: the loop then polls forever). Honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def record_health(self) -> None:
         """The relay's heartbeat (workers/jobs.py) in place of arq's health-check key, which
-        nothing reads: one record per process, written every HEARTBEAT_S."""
-        now = time.monotonic()
-        if now - getattr(self, "_last_beat", -HEARTBEAT_S) < HEARTBEAT_S:
+        nothing reads: one record per process, written every HEARTBEAT_S, and sooner (at most
+        every BEAT_ON_CHANGE_S) when the number of running jobs changed, so `relay status`
+        shows what runs now."""
+        now, running = time.monotonic(), len(self.tasks)
+        since = now - getattr(self, "_last_beat", -HEARTBEAT_S)
+        changed = running != getattr(self, "_last_running", None)
+        if since < HEARTBEAT_S and not (changed and since >= BEAT_ON_CHANGE_S):
             return
-        self._last_beat = now
+        self._last_beat, self._last_running = now, running
         await heartbeat(self.ctx, self)
 
     async def _claim_due(self, free: int) -> None:
