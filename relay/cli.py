@@ -98,6 +98,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
     from relay import logs
+    from relay.redis_memory import EvictingRedis
     from workers.settings import run_worker
 
     loaded = _load(args.config)
@@ -106,7 +107,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.getLogger("arq").setLevel(os.environ.get("ARQ_LOG_LEVEL", "WARNING"))
 
     _fast_event_loop()
-    asyncio.run(run_worker(loaded))
+    try:
+        asyncio.run(run_worker(loaded))
+    except EvictingRedis as exc:  # a deployment problem, not a bug: no traceback
+        print(f"relay worker: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_UNSAFE_REDIS
     return 0
 
 

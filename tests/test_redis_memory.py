@@ -197,6 +197,19 @@ async def test_relay_serve_exits_with_a_message(mem_redis: Any, own_redis: Embed
     assert "Traceback" not in output
 
 
+async def test_relay_worker_exits_with_a_message(mem_redis: Any, own_redis: EmbeddedRedis,
+                                                 tmp_path: Path) -> None:
+    """`relay worker` on volatile-lru: exit 3 before taking any job, the fix on stderr."""
+    await mem_redis.config_set("maxmemory-policy", "volatile-lru")
+    config = write_config(tmp_path, IVPAY)
+    worker = RelayProcess("worker", config, tmp_path, own_redis.url).start()
+    code = await asyncio.to_thread(worker.wait, 20)
+    output = worker.output()
+    assert code == 3, output
+    assert "relay worker: refusing to start" in output and "'volatile-lru'" in output
+    assert "Traceback" not in output and "worker started" not in output
+
+
 async def test_allowed_eviction_runs_ready_with_a_warning(mem_redis: Any,
                                                           start_ingress: Any) -> None:
     """Allowed by config: it starts and stores, /readyz stays 200 (the operator chose this)

@@ -29,6 +29,7 @@ from relay.keys import HEARTBEAT_S, Keys
 from relay.logs import get_logger
 from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
 from relay.redis import arq_settings, connect_worker
+from relay.redis_memory import check_eviction_policy
 from workers.jobs import deliver, heartbeat, process_inbound, shutdown, startup, worker_id
 
 log = get_logger("relay.worker")
@@ -167,6 +168,12 @@ async def run_worker(loaded: LoadedConfig) -> None:
     Instead, the worker is rebuilt after a backoff; jobs it had claimed run again (their
     in-progress keys expire), so nothing is lost.
     """
+    # Once per process, not per rebuild: an evicting Redis would silently drop queued jobs.
+    redis = connect_worker(loaded.redis_url)
+    try:
+        await check_eviction_policy(redis, loaded.config.allow_redis_eviction, log)
+    finally:
+        await redis.aclose()
     backoff = 1.0
     while True:
         worker = build_worker(loaded)  # inside the loop: arq binds its signal handlers to it
