@@ -15,7 +15,6 @@ Figures are a consistent-enough picture, not a transaction: a job can move betwe
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,7 +316,9 @@ async def take_snapshot(
 ) -> Snapshot:
     """Every figure of SPEC 8, read from Redis in (usually) two pipelined round trips."""
     keys = Keys(config.key_prefix)
-    now = time.time() if now is None else now
+    if now is None:  # Redis's time: heartbeats and job scores are written by it (relay.clock)
+        seconds, micros = await redis.time()
+        now = int(seconds) + int(micros) / 1e6
     now_ms = int(now * 1000)
     sink_names = list(config.sinks)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 from aiohttp import ClientPayloadError, web
 from redis.exceptions import RedisError
 
+from relay import clock
 from relay.config.model import LoadedConfig
 from relay.ingress import admin
 from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
@@ -73,7 +73,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
         body=body,
         headers={k.lower(): v for k, v in request.headers.items()},
         client_ip=address,
-        received_at=time.time(),
+        received_at=clock.now(),  # Redis's time (relay.clock), not this host's
         token=request.match_info.get("token"),
     )
     try:

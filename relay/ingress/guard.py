@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from relay import clock
 from relay.keys import REJECTIONS_CAP, Keys
 from relay.logs import get_logger
 
@@ -84,7 +84,7 @@ class RejectionLog:
             client_ip=client,
         )
         entry = orjson.dumps(
-            {"at": time.time(), "source": source[:64], "status": status, "error": error,
+            {"at": clock.now(), "source": source[:64], "status": status, "error": error,
              "reason": reason[:300], "client_ip": client}
         )
         try:

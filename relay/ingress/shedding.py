@@ -16,6 +16,7 @@ from typing import Any
 
 from redis.exceptions import OutOfMemoryError, RedisError
 
+from relay.clock import CLOCK
 from relay.config.model import RelayConfig
 from relay.keys import Keys, inbound_stat
 from relay.monitor import UNAVAILABLE
@@ -110,7 +111,17 @@ class IngressGuard:
         did not answer (the previous verdict stands until it does)."""
         state = await self._read()
         await self.flush()
+        await self._sync_clock()
         return state
+
+    async def _sync_clock(self) -> None:
+        """Keep relay.clock (received_at, rejection times, provider timestamp tolerance) on
+        Redis's time, whatever this host's clock says."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await CLOCK.sync(self.redis)
+        except (RedisError, OSError, TimeoutError):
+            return  # the last offset stands
 
     async def _read(self) -> MemoryState | None:
         counted = self._stored_bytes  # stores finishing during the read stay counted
