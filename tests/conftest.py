@@ -1,19 +1,35 @@
-"""Shared fixtures: a real redis-server the suite starts itself, config builders, the ingress."""
+"""Shared fixtures: a real redis-server the suite starts itself, config builders, the ingress,
+an in-process worker, and the "realistic" monitoring state. The fake sink server's fixtures
+(`sink_server`, `http_session`) live in tests/sink_servers.py, registered below as a plugin:
+no test module imports a fixture."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config.model import LoadedConfig, validate
 from relay.embedded import EmbeddedRedis
 from relay.redis import connect
+
+pytest_plugins = ("tests.sink_servers",)
+
+REPO = Path(__file__).resolve().parent.parent
+
+ConfigFactory = Callable[..., LoadedConfig]
+Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +76,9 @@ TEST_SECRETS = {
 }
 
 
-def make_config(raw: dict[str, Any], redis_url: str = "", env: dict[str, str] | None = None) -> LoadedConfig:
+def make_config(
+    raw: dict[str, Any], redis_url: str = "", env: dict[str, str] | None = None
+) -> LoadedConfig:
     """A LoadedConfig from a dict, as if read from YAML (with `${VAR}` interpolation)."""
     raw = dict(raw)
     if redis_url:
@@ -69,7 +87,9 @@ def make_config(raw: dict[str, Any], redis_url: str = "", env: dict[str, str] | 
 
 
 @pytest.fixture
-def config_factory(redis_url: str):  # type: ignore[no-untyped-def]
+def config_factory(redis_url: str) -> ConfigFactory:
+    """`config_factory(raw, env=None)` -> a LoadedConfig on the test Redis."""
+
     def factory(raw: dict[str, Any], env: dict[str, str] | None = None) -> LoadedConfig:
         return make_config(raw, redis_url, env)
 
@@ -77,13 +97,15 @@ def config_factory(redis_url: str):  # type: ignore[no-untyped-def]
 
 
 @pytest_asyncio.fixture
-async def ingress(redis: Any, config_factory: Any) -> AsyncIterator[Any]:
+async def ingress(
+    redis: Any, config_factory: ConfigFactory
+) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     """`await ingress(raw_config)` -> a TestClient talking HTTP to a real ingress on loopback."""
     from relay.ingress.app import create_app
 
-    clients: list[TestClient] = []
+    clients: list[Client] = []
 
-    async def start(raw: dict[str, Any], env: dict[str, str] | None = None) -> TestClient:
+    async def start(raw: dict[str, Any], env: dict[str, str] | None = None) -> Client:
         client = TestClient(TestServer(create_app(config_factory(raw, env))))
         await client.start_server()
         clients.append(client)
@@ -94,28 +116,24 @@ async def ingress(redis: Any, config_factory: Any) -> AsyncIterator[Any]:
         await client.close()
 
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+class Workers:
+    """Real arq workers in this process: `await run_worker(loaded, **overrides)` starts one (the
+    overrides go to workers.settings.build_worker); `await run_worker.stop(worker)` stops one:
+    it claims no more jobs and its running jobs are cancelled (they stay queued)."""
 
+    def __init__(self) -> None:
+        self.running: dict[int, tuple[Any, asyncio.Task[None]]] = {}
 
-@pytest_asyncio.fixture
-async def run_worker(redis: Any) -> AsyncIterator[Any]:
-    """`await run_worker(loaded)` starts a real arq worker in this process; stopped at teardown."""
-    import asyncio
+    async def __call__(self, loaded: LoadedConfig, **overrides: Any) -> Any:
+        from workers.settings import build_worker
 
-    from workers.settings import build_worker
-
-    running: list[tuple[Any, asyncio.Task[None]]] = []
-
-    async def start(loaded: LoadedConfig, **overrides: Any) -> Any:
         options = {"handle_signals": False, "poll_delay": 0.01, **overrides}
         worker = build_worker(loaded, **options)
-        task = asyncio.create_task(worker.async_run())
-        running.append((worker, task))
+        self.running[id(worker)] = (worker, asyncio.create_task(worker.async_run()))
         return worker
 
-    yield start
-    for worker, task in running:
+    async def stop(self, worker: Any) -> None:
+        _, task = self.running.pop(id(worker))
         worker.allow_pick_jobs = False
         task.cancel()
         for job in worker.tasks.values():
@@ -124,13 +142,21 @@ async def run_worker(redis: Any) -> AsyncIterator[Any]:
         worker.tasks.clear()  # all cancelled above; close() would re-raise their cancellation
         await worker.close()
 
+    async def stop_all(self) -> None:
+        for worker, _ in list(self.running.values()):
+            await self.stop(worker)
+
+
+@pytest_asyncio.fixture
+async def run_worker(redis: Any) -> AsyncIterator[Workers]:
+    """`await run_worker(loaded)` starts a real arq worker in this process; stopped at teardown."""
+    workers = Workers()
+    yield workers
+    await workers.stop_all()
+
 
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll an async or sync predicate until truthy; fail the test after `timeout` seconds."""
-    import asyncio
-    import inspect
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -141,3 +167,119 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def worker_idle(worker: Any, redis: Any, queue: str = "relay:queue") -> bool:
+    """True when nothing is left to happen: no job in the queue (arq removes a job when it has
+    finished, retried jobs stay in it) and none of the worker's job tasks still running. No job,
+    no work: a later check cannot be raced by work still to come."""
+    if await redis.zcard(queue):
+        return False
+    return all(task.done() for task in worker.tasks.values())
+
+
+# --- the realistic monitoring state (tests/test_monitor.py, test_metrics.py, status page, CLI) ---
+
+IVPAY_KEY = TEST_SECRETS["IVPAY_API_KEY"]
+MONITOR_WHSEC = "whsec_bW9uaXRvci10ZXN0LXNpbmstc2VjcmV0LTMyYnl0ZXM="
+ADMIN_TOKEN = "admin-test-token-0001"
+
+
+def ivpay_body(payment: str, status: str = "PAID") -> bytes:
+    return orjson.dumps({"payment_id": payment, "status": status, "foreign_id": f"order-{payment}"})
+
+
+def relay_config(merchant_url: str, token: str = "") -> dict[str, Any]:
+    return {
+        "admin": {"token": token},
+        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+        "sinks": {
+            "shop": {"type": "http", "url": f"{merchant_url}/ok", "secret": MONITOR_WHSEC},
+            # A long first retry keeps its deliveries scheduled for the whole test.
+            "ops": {"type": "http", "url": f"{merchant_url}/down", "secret": MONITOR_WHSEC,
+                    "retry": {"schedule": ["30m", "2h"], "jitter": 0}},
+            "legacy": {"type": "http", "url": f"{merchant_url}/gone", "secret": MONITOR_WHSEC,
+                       "events": ["payment.paid"]},
+        },
+    }
+
+
+@dataclass
+class Realistic:
+    client: Client  # the ingress, over HTTP
+    raw: dict[str, Any]  # its config
+    loaded: Any
+    worker: Any
+
+
+async def _merchant() -> TestServer:
+    """A merchant-like endpoint: /ok answers 200, /down 503, /gone 410."""
+
+    def answer(status: int) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(status=status, text="ok" if status == 200 else "nope")
+
+        return handler
+
+    app = web.Application()
+    app.router.add_post("/ok", answer(200))
+    app.router.add_post("/down", answer(503))
+    app.router.add_post("/gone", answer(410))
+    server = TestServer(app)
+    await server.start_server()
+    return server
+
+
+async def make_realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: Any,
+                         merchant: TestServer, token: str = "") -> Realistic:
+    raw = relay_config(str(merchant.make_url("")).rstrip("/"), token)
+    client = await ingress(raw)
+    headers = {"X-API-KEY": IVPAY_KEY}
+    for payment, status in (("p1", "PAID"), ("p2", "PAID"), ("p3", "CREATED")):
+        response = await client.post("/hooks/ivpay", data=ivpay_body(payment, status),
+                                     headers=headers)
+        assert response.status == 200
+    # A provider's retry of the same bytes, a wrong API key and a typo in the source name.
+    assert (await client.post("/hooks/ivpay", data=ivpay_body("p1"), headers=headers)).status == 200
+    bad = await client.post("/hooks/ivpay", data=ivpay_body("p4"), headers={"X-API-KEY": "wrong"})
+    assert bad.status == 401
+    assert (await client.post("/hooks/ivpey", data=ivpay_body("p5"))).status == 404
+    loaded = config_factory(raw)
+    worker = await run_worker(loaded)
+
+    async def settled() -> bool:
+        stats = await redis.hgetall("relay:stats")
+        return (stats.get(b"dlv:shop:delivered") == b"3" and stats.get(b"dlv:ops:retry") == b"3"
+                and stats.get(b"dlv:legacy:failed") == b"2"
+                and await redis.zcount("relay:queue", "-inf", int(time.time() * 1000)) == 0
+                and all(task.done() for task in worker.tasks.values()))
+
+    await wait_for(settled, timeout=15)
+    # The worker's heartbeat (what `in_progress` is read from) is written every few seconds;
+    # write one now, so it says what is true: nothing running.
+    from workers.jobs import heartbeat
+
+    await heartbeat(worker.ctx, worker)
+    return Realistic(client, raw, loaded, worker)
+
+
+@pytest_asyncio.fixture
+async def merchant() -> AsyncIterator[TestServer]:
+    server = await _merchant()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture
+async def realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: ConfigFactory,
+                    merchant: TestServer) -> Realistic:
+    """Some deliveries, a retrying sink, a gone sink with dead letters, rejections; open admin."""
+    return await make_realistic(ingress, run_worker, redis, config_factory, merchant)
+
+
+@pytest_asyncio.fixture
+async def realistic_with_token(ingress: Any, run_worker: Any, redis: Any,
+                               config_factory: ConfigFactory, merchant: TestServer) -> Realistic:
+    """The same state, with `admin.token` set."""
+    return await make_realistic(ingress, run_worker, redis, config_factory, merchant, ADMIN_TOKEN)

@@ -1,10 +1,13 @@
-"""A real local HTTP server that plays a merchant endpoint, a Discord webhook and a Slack webhook.
+"""A real local HTTP server that plays a merchant endpoint, a Discord webhook and a Slack
+webhook.
 
-For sink unit tests and end-to-end worker tests. Import the fixtures into a test module:
+For sink unit tests and end-to-end worker tests. This module is a pytest plugin (registered in
+tests/conftest.py), so its fixtures `sink_server` and `http_session` are there for every test
+without an import; import only the helpers:
 
-    from tests.sink_servers import Reply, http_session, sink_server  # noqa: F401
+    from tests.sink_servers import Reply, SinkServer
 
-    async def test_x(sink_server, http_session):
+    async def test_x(sink_server: SinkServer, http_session: aiohttp.ClientSession) -> None:
         url = sink_server.discord_url()                 # or .slack_url(), .url("/shop")
         sink_server.script(url, [Reply.discord_rate_limited(0.5), 500])  # then the defaults
         ...
@@ -37,7 +40,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -68,7 +71,9 @@ class Reply:
         return cls(status, body)
 
     @classmethod
-    def error(cls, status: int, body: Any = None, headers: Mapping[str, str] | None = None) -> Reply:
+    def error(
+        cls, status: int, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Reply:
         return cls(status, body if body is not None else f"error {status}", dict(headers or {}))
 
     @classmethod
@@ -193,9 +198,11 @@ def discord_violations(payload: Any) -> list[str]:
             total += size
             if size > limit:
                 problems.append(f"{where}.{key}.{sub} is {size} > {limit}")
-        if "timestamp" in embed and not re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", str(embed["timestamp"])):
+        stamp = str(embed.get("timestamp", ""))
+        if "timestamp" in embed and not re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", stamp):
             problems.append(f"{where}.timestamp is not ISO 8601")
-        if "color" in embed and not (isinstance(embed["color"], int) and 0 <= embed["color"] <= 0xFFFFFF):
+        color = embed.get("color")
+        if "color" in embed and not (isinstance(color, int) and 0 <= color <= 0xFFFFFF):
             problems.append(f"{where}.color is not a 24-bit integer")
     if total > 6000:
         problems.append(f"embeds hold {total} > 6000 characters in total")
@@ -205,7 +212,8 @@ def discord_violations(payload: Any) -> list[str]:
     if "avatar_url" in payload and not _url_ok(payload["avatar_url"]):
         problems.append("avatar_url is not a valid URL")
     mentions = payload.get("allowed_mentions")
-    if mentions is not None and "parse" in mentions and ("users" in mentions or "roles" in mentions):
+    explicit = mentions is not None and ("users" in mentions or "roles" in mentions)
+    if mentions is not None and "parse" in mentions and explicit:
         problems.append("allowed_mentions: parse is exclusive with users/roles")
     return problems
 
@@ -299,7 +307,7 @@ class SinkServer:
 
     # lifecycle
 
-    async def start(self) -> SinkServer:
+    async def start(self) -> Self:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -315,7 +323,7 @@ class SinkServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> SinkServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -332,7 +340,9 @@ class SinkServer:
         Discord or Slack one)."""
         return self.base_url + (path if path.startswith("/") else "/" + path)
 
-    def discord_url(self, webhook_id: int | str = 123456789012345678, token: str = DISCORD_TOKEN) -> str:
+    def discord_url(
+        self, webhook_id: int | str = 123456789012345678, token: str = DISCORD_TOKEN
+    ) -> str:
         """A Discord-shaped webhook URL (`/api/webhooks/<id>/<token>`)."""
         return self.url(f"{DISCORD_PREFIX}{webhook_id}/{token}")
 
@@ -421,9 +431,9 @@ class SinkServer:
     def _default(self, flavour: str, record: Recorded, payload: Any) -> Reply:
         if flavour == "discord":
             if record.violations:
+                errors = [{"code": "BASE_TYPE_INVALID", "message": v} for v in record.violations]
                 return Reply(400, {"code": 50035, "message": "Invalid Form Body",
-                                   "errors": {"_errors": [{"code": "BASE_TYPE_INVALID",
-                                                           "message": v} for v in record.violations]}})
+                                   "errors": {"_errors": errors}})
             if record.query.get("wait", "").lower() in ("true", "1"):
                 return Reply(200, {"id": str(1_000_000_000_000_000 + len(self._requests)),
                                    "type": 0, "content": payload.get("content", ""),
@@ -486,7 +496,7 @@ def payment_event(type: str = "payment.completed", *, source: str = "coinable",
     return StoredEvent(event.to_json())
 
 
-# --- fixtures -------------------------------------------------------------------------------
+# --- fixtures (this module is registered as a plugin by tests/conftest.py) -------------------
 
 
 @pytest_asyncio.fixture
@@ -509,8 +519,6 @@ __all__ = [
     "SinkServer",
     "discord_pings",
     "discord_violations",
-    "http_session",
     "payment_event",
-    "sink_server",
     "slack_violations",
 ]

@@ -10,11 +10,12 @@ from standardwebhooks.webhooks import Webhook
 from relay.dlq import DeadLetterQueue
 from relay.keys import Keys
 from tests.conftest import wait_for
-from tests.sink_servers import Reply, sink_server  # noqa: F401
+from tests.sink_servers import Reply, SinkServer, discord_pings
 
 KEY = "ivpay-test-api-key-0001"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-FAST = {"schedule": ["50ms", "50ms", "50ms", "50ms"], "jitter": 0.1}
+SCHEDULE = ["50ms", "50ms", "50ms", "50ms"]
+FAST = {"schedule": SCHEDULE, "jitter": 0.1}
 
 
 def config(server: Any, **sink_overrides: Any) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def paid(payment_id: str, status: str = "PAID", note: str = "") -> bytes:
 async def post(client: Any, body: bytes) -> dict[str, Any]:
     response = await client.post("/hooks/ivpay", data=body, headers={"X-API-KEY": KEY})
     assert response.status == 200, await response.text()
-    return await response.json()
+    answer: dict[str, Any] = await response.json()
+    return answer
 
 
 def accepted(server: Any, path: str) -> list[Any]:
@@ -59,7 +61,7 @@ async def start(ingress: Any, run_worker: Any, config_factory: Any, raw: dict[st
 
 
 async def test_delivers_to_all_three_kinds(ingress: Any, run_worker: Any, config_factory: Any,
-                                           sink_server: Any) -> None:  # noqa: F811
+                                           sink_server: SinkServer) -> None:
     """One payment reaches the merchant (signed), Discord and Slack once each."""
     client = await start(ingress, run_worker, config_factory, config(sink_server))
     await post(client, paid("p-all"))
@@ -78,7 +80,7 @@ async def test_delivers_to_all_three_kinds(ingress: Any, run_worker: Any, config
 
 
 async def test_sink_down_for_a_while_gets_every_event_once(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """A merchant answering 500 for a while receives every event after it recovers, once each."""
     sink_server.script("/shop", [500] * 12)
@@ -92,7 +94,7 @@ async def test_sink_down_for_a_while_gets_every_event_once(
 
 
 async def test_permanent_failure_is_dead_lettered_then_replayed(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """A 404 goes straight to the dead-letter queue with its status; replay delivers it."""
     sink_server.script("/shop", [Reply.error(404, "no such hook")])
@@ -112,7 +114,7 @@ async def test_permanent_failure_is_dead_lettered_then_replayed(
 
 
 async def test_exhausted_schedule_is_dead_lettered(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """After every attempt of the schedule fails, the delivery is dead-lettered with the count."""
     sink_server.script("/shop", [503] * 50)
@@ -120,13 +122,13 @@ async def test_exhausted_schedule_is_dead_lettered(
     await post(client, paid("p-exhaust"))
     await wait_for(lambda: redis.zcard("relay:dlq:index"), timeout=15)
     (letter,) = await DeadLetterQueue(redis, Keys()).list()
-    assert letter.attempts == len(FAST["schedule"]) + 1
+    assert letter.attempts == len(SCHEDULE) + 1
     assert letter.last_status == 503
-    assert len(sink_server.requests("/shop")) == len(FAST["schedule"]) + 1
+    assert len(sink_server.requests("/shop")) == len(SCHEDULE) + 1
 
 
 async def test_retry_after_is_respected(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer
 ) -> None:
     """A 503 with Retry-After: 1 is not retried sooner than a second later."""
     sink_server.script("/shop", [Reply.error(503, headers={"Retry-After": "1"})])
@@ -138,7 +140,7 @@ async def test_retry_after_is_respected(
 
 
 async def test_rate_limit_429_uses_no_attempt(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """Discord 429s many times over are waited out, never dead-lettered (schedule of one retry)."""
     sink_server.script(sink_server.discord_url(), [Reply.discord_rate_limited(0.05)] * 8)
@@ -151,7 +153,7 @@ async def test_rate_limit_429_uses_no_attempt(
 
 
 async def test_burst_to_rate_limited_discord_is_slowed_not_dead_lettered(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """50 payments to a Discord sink limited to 10 per 0.5 s all arrive, spread out, none lost."""
     raw = config(sink_server, ops={"rate_limit": "10/500ms"})
@@ -171,7 +173,7 @@ async def test_burst_to_rate_limited_discord_is_slowed_not_dead_lettered(
 
 
 async def test_semantic_duplicate_reaches_no_sink_twice(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any
 ) -> None:
     """The same payment status re-sent with different bytes is delivered once per sink."""
     client = await start(ingress, run_worker, config_factory, config(sink_server))
@@ -186,7 +188,7 @@ async def test_semantic_duplicate_reaches_no_sink_twice(
 
 
 async def test_hostile_text_reaches_discord_within_limits_and_pings_no_one(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer
 ) -> None:
     """A signed payment whose description is `@everyone` plus 5000 characters goes through the
     worker to Discord inside every Discord limit, and can ping no one."""
@@ -214,8 +216,6 @@ async def test_hostile_text_reaches_discord_within_limits_and_pings_no_one(
     assert request.violations == []  # content <= 2000, description <= 4096, total <= 6000, ...
     assert request.status == 200
     assert payload["allowed_mentions"] == {"parse": []}
-    from tests.sink_servers import discord_pings
-
     assert discord_pings(payload) == []
     assert len(payload["content"]) <= 2000
     assert "0.86 SOL" in payload["content"]

@@ -1,4 +1,5 @@
-"""Fuzzing what a stranger can send: the ingress over real HTTP, and signed garbage through a worker.
+"""Fuzzing what a stranger can send: the ingress over real HTTP, and signed garbage through a
+worker.
 
 tests/test_provider_vectors.py already fuzzes each provider's `verify` and `normalize` in
 isolation; this module drives the same surface end to end:
@@ -43,8 +44,8 @@ from relay.dlq import DeadLetterQueue
 from relay.events import EVENT_TYPES, dumps, loads
 from relay.keys import Keys
 from relay.providers import PROVIDERS, InboundRequest, Rejected
-from tests.conftest import TEST_SECRETS, wait_for
-from tests.sink_servers import sink_server  # noqa: F401
+from tests.conftest import TEST_SECRETS, wait_for, worker_idle
+from tests.sink_servers import SinkServer
 from tests.test_provider_vectors import KEYS, MERCHANT, SIGNERS, SOURCES, json_values
 
 # --- the relay under test ---------------------------------------------------------------------
@@ -129,7 +130,8 @@ header_values = st.one_of(
         IVPAY_KEY, IVPAY_KEY + " ", IVPAY_KEY.upper(), "pk-1", "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
         "2025-01-02T03:04:05", str(int(time.time())), "-1", "99999999999999999999",
         "application/json", "application/x-www-form-urlencoded",
-        "multipart/form-data; boundary=x", "text/plain; charset=utf-16", "chunked", "10.0.0.1, 203.0.113.7",
+        "multipart/form-data; boundary=x", "text/plain; charset=utf-16", "chunked",
+        "10.0.0.1, 203.0.113.7",
         "203.0.113.9", "::ffff:203.0.113.9", "not-an-ip", "v1a,abc v1,", "ÿþ unicode ✓ 💥",
         "identity", "x" * 4000,
     ]),
@@ -297,7 +299,8 @@ raw_header_lines = st.lists(
 
 @st.composite
 def raw_cases(draw_: Any) -> tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes]:
-    method = draw_(st.sampled_from([b"POST", b"POST", b"GET", b"PUT", b"post", b"P\xd3ST", b"HEAD"]))
+    method = draw_(st.sampled_from([b"POST", b"POST", b"GET", b"PUT", b"post", b"P\xd3ST",
+                                    b"HEAD"]))
     return method, draw_(raw_paths), draw_(raw_header_lines), draw_(st.binary(max_size=300))
 
 
@@ -513,10 +516,10 @@ async def run_through_worker(cases: list[tuple[str, bytes]], ingress: Any, run_w
             counts = await redis.hgetall("relay:stats")
             done = sum(int(v) for k, v in counts.items()
                        if re.fullmatch(rb"in:.+:(no_event|dead_lettered)|evt:.+", k))
-            return done >= sum(stored.values()) and await redis.zcard("relay:queue") == 0
+            # No job queued or running: nothing is still to come (no work without a job).
+            return done >= sum(stored.values()) and await worker_idle(worker, redis)
 
         await wait_for(drained, timeout=30)
-        await asyncio.sleep(0.2)  # anything still to come would show now
     stats = {k.decode(): int(v) for k, v in (await redis.hgetall("relay:stats")).items()}
     problems = [entry for entry in logs
                 if entry["event"] in BUG_LOGS or entry.get("log_level") in ("error", "critical")]
@@ -547,7 +550,7 @@ async def run_through_worker(cases: list[tuple[str, bytes]], ingress: Any, run_w
 
 
 async def test_signed_random_payloads_survive_the_worker(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any,  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer, redis: Any,
 ) -> None:
     """Correctly signed random payloads of every provider: the worker relays each or accounts
     for it; nothing is lost, nothing raises, nothing stays queued."""
@@ -593,7 +596,8 @@ def test_standard_webhooks_non_utf8_webhook_id() -> None:
     ids = set()
     for msg_id in ("msg_\udcff", "msg_\udcfe"):
         (event,) = made.normalize(InboundRequest(
-            source="standard_webhooks", body=b'{"type": "ev.paid"}', headers={"webhook-id": msg_id}))
+            source="standard_webhooks", body=b'{"type": "ev.paid"}',
+            headers={"webhook-id": msg_id}))
         ids.add(event.id)
         event.to_json()
     assert len(ids) == 2

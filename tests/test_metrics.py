@@ -1,8 +1,5 @@
 """GET /metrics (Prometheus text format) and the admin token on /metrics and /status."""
 
-# Fixtures imported from tests.test_monitor are parameters here: that is not a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 from typing import Any
@@ -10,20 +7,14 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.keys import LATENCY_BUCKETS
-from tests.test_monitor import (  # noqa: F401 - fixtures
-    ADMIN_TOKEN,
-    Realistic,
-    merchant,
-    realistic,
-    realistic_with_token,
-)
+from tests.conftest import ADMIN_TOKEN, Realistic
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """{(sample name, sorted labels): value} from an exposition (the parser is strict)."""
-    found = {}
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value

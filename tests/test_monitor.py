@@ -1,125 +1,22 @@
 """relay.monitor: every SPEC 8 figure read from a real Redis after real traffic.
 
-`realistic` builds the state the other monitoring tests (metrics, status page, CLI) read:
-webhooks through the real ingress over HTTP, a real arq worker delivering over HTTP to a local
-merchant server with one healthy sink, one failing (503, retrying) and one gone (410, dead
-letters), a byte-identical provider retry and a rejected request.
+The `realistic` fixture (tests/conftest.py) builds the state the monitoring tests (these,
+metrics, status page, CLI) read: webhooks through the real ingress over HTTP, a real arq
+worker delivering over HTTP to a local merchant server with one healthy sink, one failing
+(503, retrying) and one gone (410, dead letters), a byte-identical provider retry and a
+rejected request.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from arq.constants import in_progress_key_prefix
 
 from relay.monitor import BUCKET_LABELS, take_snapshot
-from tests.conftest import wait_for
-
-KEY = "ivpay-test-api-key-0001"
-WHSEC = "whsec_bW9uaXRvci10ZXN0LXNpbmstc2VjcmV0LTMyYnl0ZXM="
-ADMIN_TOKEN = "admin-test-token-0001"
-
-
-def ivpay_body(payment: str, status: str = "PAID") -> bytes:
-    return orjson.dumps({"payment_id": payment, "status": status, "foreign_id": f"order-{payment}"})
-
-
-def relay_config(merchant_url: str, token: str = "") -> dict[str, Any]:
-    return {
-        "admin": {"token": token},
-        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-        "sinks": {
-            "shop": {"type": "http", "url": f"{merchant_url}/ok", "secret": WHSEC},
-            # A long first retry keeps its deliveries scheduled for the whole test.
-            "ops": {"type": "http", "url": f"{merchant_url}/down", "secret": WHSEC,
-                    "retry": {"schedule": ["30m", "2h"], "jitter": 0}},
-            "legacy": {"type": "http", "url": f"{merchant_url}/gone", "secret": WHSEC,
-                       "events": ["payment.paid"]},
-        },
-    }
-
-
-@dataclass
-class Realistic:
-    client: TestClient  # the ingress, over HTTP
-    raw: dict[str, Any]  # its config
-    loaded: Any
-    worker: Any
-
-
-async def _merchant() -> TestServer:
-    """A merchant-like endpoint: /ok answers 200, /down 503, /gone 410."""
-
-    def answer(status: int) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            await request.read()
-            return web.Response(status=status, text="ok" if status == 200 else "nope")
-        return handler
-
-    app = web.Application()
-    app.router.add_post("/ok", answer(200))
-    app.router.add_post("/down", answer(503))
-    app.router.add_post("/gone", answer(410))
-    server = TestServer(app)
-    await server.start_server()
-    return server
-
-
-async def make_realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: Any,
-                         token: str = "", merchant: TestServer | None = None) -> Realistic:
-    assert merchant is not None
-    raw = relay_config(str(merchant.make_url("")).rstrip("/"), token)
-    client = await ingress(raw)
-    headers = {"X-API-KEY": KEY}
-    for payment, status in (("p1", "PAID"), ("p2", "PAID"), ("p3", "CREATED")):
-        response = await client.post("/hooks/ivpay", data=ivpay_body(payment, status), headers=headers)
-        assert response.status == 200
-    # A provider's retry of the same bytes, a wrong API key and a typo in the source name.
-    assert (await client.post("/hooks/ivpay", data=ivpay_body("p1"), headers=headers)).status == 200
-    bad = await client.post("/hooks/ivpay", data=ivpay_body("p4"), headers={"X-API-KEY": "wrong"})
-    assert bad.status == 401
-    assert (await client.post("/hooks/ivpey", data=ivpay_body("p5"))).status == 404
-    loaded = config_factory(raw)
-    worker = await run_worker(loaded)
-
-    async def settled() -> bool:
-        stats = await redis.hgetall("relay:stats")
-        return (stats.get(b"dlv:shop:delivered") == b"3" and stats.get(b"dlv:ops:retry") == b"3"
-                and stats.get(b"dlv:legacy:failed") == b"2"
-                and await redis.zcount("relay:queue", "-inf", int(time.time() * 1000)) == 0)
-
-    await wait_for(settled, timeout=15)
-    return Realistic(client, raw, loaded, worker)
-
-
-@pytest_asyncio.fixture
-async def merchant() -> AsyncIterator[TestServer]:
-    server = await _merchant()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture
-async def realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: Any,
-                    merchant: TestServer) -> Realistic:
-    """Some deliveries, a retrying sink, a gone sink with dead letters, rejections; open admin."""
-    return await make_realistic(ingress, run_worker, redis, config_factory, merchant=merchant)
-
-
-@pytest_asyncio.fixture
-async def realistic_with_token(ingress: Any, run_worker: Any, redis: Any, config_factory: Any,
-                               merchant: TestServer) -> Realistic:
-    """The same state, with `admin.token` set."""
-    return await make_realistic(ingress, run_worker, redis, config_factory, ADMIN_TOKEN,
-                                merchant=merchant)
-
+from tests.conftest import IVPAY_KEY, Realistic, ivpay_body, wait_for
 
 # --- tests --------------------------------------------------------------------------------
 
@@ -129,7 +26,7 @@ async def test_snapshot_after_real_traffic(realistic: Realistic, redis: Any) -> 
     workers and rejections all reflect what went through the ingress and the worker."""
     snap = await take_snapshot(redis, realistic.loaded.config)
 
-    assert snap.queue.waiting == 0
+    assert snap.queue.waiting == 0 and snap.queue.in_progress == 0
     assert snap.queue.scheduled == 3  # the three retries of `ops`
     assert snap.queue.oldest_waiting_age_s is None
     assert snap.dlq_size == 2
@@ -161,7 +58,7 @@ async def test_counts_move_with_more_traffic(realistic: Realistic, redis: Any) -
     """A new webhook after the first snapshot moves the inbound and delivery counters."""
     before = await take_snapshot(redis, realistic.loaded.config)
     response = await realistic.client.post("/hooks/ivpay", data=ivpay_body("p9"),
-                                           headers={"X-API-KEY": KEY})
+                                           headers={"X-API-KEY": IVPAY_KEY})
     assert response.status == 200
     await wait_for(lambda: redis.hget("relay:stats", "dlv:shop:delivered"), timeout=5)
     await wait_for(lambda: _equals(redis, "dlv:legacy:failed", b"3"), timeout=10)
@@ -173,7 +70,7 @@ async def test_counts_move_with_more_traffic(realistic: Realistic, redis: Any) -
 
 
 async def _equals(redis: Any, field: str, value: bytes) -> bool:
-    return await redis.hget("relay:stats", field) == value
+    return bool(await redis.hget("relay:stats", field) == value)
 
 
 async def test_removed_sink_still_reported(realistic: Realistic, redis: Any,
@@ -194,7 +91,7 @@ async def test_waiting_jobs_and_oldest_age(ingress: Any, redis: Any, config_fact
     ids = []
     for payment in ("a", "b", "c"):
         response = await client.post("/hooks/ivpay", data=ivpay_body(payment),
-                                     headers={"X-API-KEY": KEY})
+                                     headers={"X-API-KEY": IVPAY_KEY})
         ids.append((await response.json())["id"])
     config = config_factory(raw).config
     first_score = (await redis.zscore("relay:queue", ids[0])) / 1000
@@ -212,7 +109,7 @@ async def test_waiting_jobs_and_oldest_age(ingress: Any, redis: Any, config_fact
     await redis.zadd("relay:workers", {"w1": first_score + 29})
     snap = await take_snapshot(redis, config, now=first_score + 30)
     assert (snap.queue.waiting, snap.queue.in_progress) == (2, 1)
-    assert abs(snap.queue.oldest_waiting_age_s - (first_score + 30 - second_score)) < 0.01  # type: ignore[operator]
+    assert abs(snap.queue.oldest_waiting_age_s - (first_score + 30 - second_score)) < 0.01
     assert [w.id for w in snap.workers] == ["w1"]
 
 

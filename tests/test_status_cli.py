@@ -1,41 +1,56 @@
 """`relay status` as a user runs it: the console script in a subprocess, on the test Redis."""
 
-# Fixtures imported from tests.test_monitor are parameters here: that is not a redefinition.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import sys
+import termios
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from relay.embedded import free_port
-from tests.conftest import TEST_SECRETS
-from tests.test_monitor import Realistic, merchant, realistic  # noqa: F401 - fixtures
+from tests.conftest import TEST_SECRETS, Realistic, wait_for
 
 RELAY = str(Path(sys.executable).with_name("relay"))
 
 
-async def relay(*args: str, redis_url: str, config: Path, interrupt_after: float | None = None,
-                ) -> tuple[int, str, str]:
-    env = {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "COLUMNS": "200",
-           "NO_COLOR": "1", "RELAY_CONFIG": ""}
+def relay_env(redis_url: str) -> dict[str, str]:
+    return {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "COLUMNS": "200",
+            "NO_COLOR": "1", "RELAY_CONFIG": ""}
+
+
+async def relay(*args: str, redis_url: str, config: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        RELAY, *args, "--config", str(config), env=env,
+        RELAY, *args, "--config", str(config), env=relay_env(redis_url),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    if interrupt_after is not None:
-        await asyncio.sleep(interrupt_after)
-        process.send_signal(signal.SIGINT)  # what Ctrl-C does
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def ctrl_c(process: asyncio.subprocess.Process) -> int:
+    """Ctrl-C (SIGINT), then the exit code (killed after 10 s: the test fails)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError("relay status --watch did not stop on Ctrl-C") from None
+
+
+async def typo(realistic: Realistic) -> None:
+    """A rejection that exists only from now on: a POST to a source that is not configured."""
+    assert (await realistic.client.post("/hooks/watched-typo", data=b"{}")).status == 404
 
 
 def write_config(realistic: Realistic, tmp_path: Path) -> Path:
@@ -73,13 +88,64 @@ async def test_status_table(realistic: Realistic, redis_url: str, tmp_path: Path
         assert text in out, text
 
 
-async def test_status_watch_until_ctrl_c(realistic: Realistic, redis_url: str,
-                                         tmp_path: Path) -> None:
-    """--watch keeps refreshing until Ctrl-C, then exits 0."""
-    code, out, err = await relay("status", "--watch", redis_url=redis_url,
-                                 config=write_config(realistic, tmp_path), interrupt_after=3.0)
-    assert code == 0, err
-    assert "legacy" in out
+async def test_status_watch_json_refreshes(realistic: Realistic, redis_url: str,
+                                           tmp_path: Path) -> None:
+    """--watch --json prints a snapshot per refresh: a rejection made after the first one is in
+    a later one (so the loop reads Redis again, not the first snapshot); Ctrl-C exits 0."""
+    process = await asyncio.create_subprocess_exec(
+        RELAY, "status", "--watch", "--json", "--config", str(write_config(realistic, tmp_path)),
+        env=relay_env(redis_url), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        first = json.loads(await asyncio.wait_for(process.stdout.readline(), 15))
+        assert [r["source"] for r in first["rejections"]] == ["ivpey", "ivpay"]
+        await typo(realistic)
+        later = json.loads(await asyncio.wait_for(process.stdout.readline(), 15))
+        assert later["rejections"][0]["source"] == "watched-typo"
+        assert later["dlq_size"] == first["dlq_size"] == 2
+    finally:
+        code = await ctrl_c(process)
+    assert code == 0
+
+
+async def test_status_watch_table_refreshes_until_ctrl_c(realistic: Realistic, redis_url: str,
+                                                         tmp_path: Path) -> None:
+    """--watch on a terminal (a pty): the table is drawn, drawn again with a rejection made after
+    it was first drawn, and Ctrl-C exits 0."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 200, 200, 0, 0))
+    process = await asyncio.create_subprocess_exec(
+        RELAY, "status", "--watch", "--config", str(write_config(realistic, tmp_path)),
+        env=relay_env(redis_url), stdin=asyncio.subprocess.DEVNULL, stdout=slave,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(slave)
+    screen = bytearray()
+
+    def read() -> None:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            chunk = b""
+        if chunk:
+            screen.extend(chunk)
+        else:
+            loop.remove_reader(master)
+
+    loop = asyncio.get_running_loop()
+    loop.add_reader(master, read)
+    try:
+        await wait_for(lambda: b"Recent rejections" in screen, timeout=15)
+        assert b"watched-typo" not in screen
+        await typo(realistic)
+        await wait_for(lambda: b"watched-typo" in screen, timeout=15)
+    finally:
+        code = await ctrl_c(process)
+        loop.remove_reader(master)
+        os.close(master)
+    assert code == 0
 
 
 async def test_redis_unreachable(tmp_path: Path, redis: Any) -> None:
