@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,18 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from arq.constants import job_key_prefix
+
 from relay.config.model import validate
 from relay.dlq import DeadLetter, DeadLetterQueue
 from relay.events import PaymentEvent
 from relay.keys import Keys
+from relay.providers import InboundRequest
+from relay.queue import PROCESS_INBOUND, deserialize, request_to_job
 from tests.conftest import REPO
 from tests.processes import write_config
 
 
 def relay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relay.cli", "dlq", "--config", str(config), *args],
-                          capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", "dlq", "--config", str(config), *args],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60, check=False)
 
 
 async def seed(redis: Any, count: int, sink: str) -> list[str]:
@@ -69,4 +74,35 @@ async def test_list_replay_purge(tmp_path: Path, redis: Any, redis_url: str) -> 
     assert unknown.returncode == 1 and "no dead letter with id evt_nope:a" in unknown.stderr
     purged = relay(config, "purge", "--all")
     assert "purged 2" in purged.stdout
+    assert relay(config, "list").stdout.strip() == "dead-letter queue is empty"
+
+
+async def test_inbound_dead_letter_list_and_replay(tmp_path: Path, redis: Any,
+                                                   redis_url: str) -> None:
+    """A raw request that could not be normalized is listed as such (target "normalize", kind
+    "inbound"); replaying it queues the raw request again under its original inbound id."""
+    config = write_config(tmp_path, {"redis_url": redis_url, "sinks": {"a": {"type": "log"}}})
+    body = b'{"payment_id": "p1", "status": "PAID"}'
+    request = InboundRequest(source="ivpay", body=body, headers={}, client_ip="203.0.113.9",
+                             received_at=time.time())
+    letter = DeadLetter(id="in_deadbeef", kind="inbound", source="ivpay", failed_at=time.time(),
+                        reason="normalize failed: ValueError: x", received_at=time.time(),
+                        inbound=request_to_job(request, ()))
+    async with redis.pipeline(transaction=True) as pipe:
+        DeadLetterQueue(redis, Keys()).add(pipe, letter)
+        await pipe.execute()
+
+    listed = relay(config, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "in_deadbeef" in listed.stdout and "normalize" in listed.stdout
+    (entry,) = json.loads(relay(config, "list", "--json").stdout)
+    assert (entry["kind"], entry["source"], entry["sink"]) == ("inbound", "ivpay", None)
+
+    replayed = relay(config, "replay", "in_deadbeef")
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
+    (job_id,) = [member.decode() for member in await redis.zrange("relay:queue", 0, -1)]
+    assert job_id.startswith("in_deadbeef_replay_")
+    job = deserialize(await redis.get(job_key_prefix + job_id))
+    assert job["f"] == PROCESS_INBOUND
+    assert job["k"]["inbound_id"] == "in_deadbeef" and job["k"]["inbound"]["body"] == body
     assert relay(config, "list").stdout.strip() == "dead-letter queue is empty"
