@@ -17,7 +17,7 @@ from relay.embedded import EmbeddedRedis
 from relay.redis import connect
 from tests.conftest import TEST_SECRETS, wait_for
 from tests.processes import RelayProcess, write_config
-from tests.sink_servers import Reply, sink_server  # noqa: F401
+from tests.sink_servers import Reply
 
 pytestmark = pytest.mark.slow
 KEY = TEST_SECRETS["IVPAY_API_KEY"]
@@ -79,7 +79,7 @@ def expected_ids(count: int) -> set[str]:
 
 
 async def test_sigkilled_workers_lose_nothing(
-    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any  # noqa: F811
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any
 ) -> None:
     """1000 events while the worker is SIGKILLed three times: every sink gets every event."""
     for name in SINKS:  # slow answers keep deliveries in flight when the kills land
@@ -121,7 +121,7 @@ async def test_sigkilled_workers_lose_nothing(
 
 
 async def test_sigterm_under_load_loses_nothing(
-    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any  # noqa: F811
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any
 ) -> None:
     """SIGTERM to the ingress and the worker under load: both exit in time, nothing is lost."""
     for name in SINKS:
@@ -169,7 +169,7 @@ async def test_sigterm_under_load_loses_nothing(
     assert worker_exit < 25
 
 
-async def test_redis_restart_is_ridden_out(tmp_path: Path, sink_server: Any) -> None:  # noqa: F811
+async def test_redis_restart_is_ridden_out(tmp_path: Path, sink_server: Any) -> None:
     """Redis restarts under both processes: ingress answers 503 meanwhile, neither crashes,
     and every webhook that got a 200 is delivered."""
     server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()

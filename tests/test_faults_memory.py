@@ -29,7 +29,6 @@ from relay.redis import connect
 from relay.redis_memory import memory_message, read_memory
 from tests.conftest import TEST_SECRETS, wait_for
 from tests.processes import RelayProcess, write_config
-from tests.sink_servers import sink_server  # noqa: F401
 
 pytestmark = pytest.mark.slow
 KEY = TEST_SECRETS["IVPAY_API_KEY"]
@@ -135,7 +134,7 @@ async def relay_status(config: Path, redis_url: str) -> dict[str, Any]:
 
 
 async def test_full_redis_sheds_then_drains_without_operator(
-    tmp_path: Path, full_redis: EmbeddedRedis, sink_server: Any  # noqa: F811
+    tmp_path: Path, full_redis: EmbeddedRedis, sink_server: Any
 ) -> None:
     started = time.monotonic()
     url = full_redis.url

@@ -24,7 +24,7 @@ from relay.monitor import take_snapshot
 from relay.redis import connect
 from tests.conftest import TEST_SECRETS, make_config, wait_for
 from tests.processes import RelayProcess, write_config
-from tests.sink_servers import Reply, sink_server  # noqa: F401
+from tests.sink_servers import Reply
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -124,7 +124,7 @@ async def until_delivered(provider: Provider, server: Any, names: list[str], tim
 
 
 async def test_redis_down_longer_than_job_timeout_loses_nothing(
-    tmp_path: Path, sink_server: Any  # noqa: F811
+    tmp_path: Path, sink_server: Any
 ) -> None:
     """Redis stopped for 15 s (job_timeout 10 s) under load, one sink answering 500 after 1 s:
     once Redis and the sink are back, every 2xx-answered webhook reaches every sink."""
@@ -163,7 +163,7 @@ async def test_redis_down_longer_than_job_timeout_loses_nothing(
 
 
 async def test_half_open_partition_longer_than_job_timeout_loses_nothing(
-    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any  # noqa: F811
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any
 ) -> None:
     """The worker's path to Redis goes silent (sockets open, no bytes pass) for 15 s with jobs
     in flight (job_timeout 10 s); after the heal every 2xx-answered webhook is delivered."""
@@ -198,7 +198,7 @@ async def test_half_open_partition_longer_than_job_timeout_loses_nothing(
 
 
 async def test_hung_sink_does_not_slow_the_others(
-    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any  # noqa: F811
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any
 ) -> None:
     """30 events/s for 15 s while one sink never answers (15 s timeout, default concurrency):
     a healthy sink's receipt-to-delivery p50 stays under a second."""
@@ -226,7 +226,7 @@ async def test_hung_sink_does_not_slow_the_others(
 
 
 async def test_workers_with_wrong_clocks_deliver_and_sign_with_the_right_time(
-    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any  # noqa: F811
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: Any
 ) -> None:
     """A worker 10 minutes behind and an ingress 10 minutes ahead: every event is delivered
     promptly, `webhook-timestamp` is the true time, and status sees the worker alive."""

@@ -12,7 +12,7 @@ import orjson
 
 from relay.events import event_id
 from tests.conftest import wait_for
-from tests.sink_servers import Reply, sink_server  # noqa: F401
+from tests.sink_servers import Reply
 
 KEY = "ivpay-test-api-key-0001"
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -48,7 +48,7 @@ async def stats(redis: Any) -> dict[str, int]:
 
 
 async def test_a_hung_sink_holds_at_most_its_in_flight_cap(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any
 ) -> None:
     """20 events, a sink that never answers with max_in_flight 3: three requests reach it, the
     other deliveries fail fast as `saturated` and wait for their retry, the healthy sink gets
@@ -76,7 +76,7 @@ async def _field(redis: Any, name: str, at_least: int) -> bool:
 
 
 async def test_a_429_storm_costs_about_one_request_a_second(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any
 ) -> None:
     """A Discord webhook answering 429 with retry_after 0 to everything: after the first burst
     it is asked about once a second, the other sink gets every event, nothing dead-letters."""
@@ -103,7 +103,7 @@ async def test_a_429_storm_costs_about_one_request_a_second(
 
 
 async def test_absurd_retry_after_neither_dead_letters_nor_spins(
-    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any  # noqa: F811
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: Any, redis: Any
 ) -> None:
     """`Retry-After: inf`, `1e400`, `nan`, `-5` on a first attempt: the inbound request is not
     dead-lettered, the other sink has the event, and the sink is not asked again at once."""
