@@ -42,6 +42,7 @@ from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
 log = get_logger("relay.worker")
 
 MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as an attempt
+_RNG = random.Random()  # jitter only, never secrets
 MIN_WAIT_CEILING_S = 3600.0  # a sink may always ask for up to an hour, whatever the schedule
 RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
 
@@ -94,12 +95,12 @@ class Attempt:
                 "waits": self.waits, "received_at": self.received_at}
 
 
-def next_delay(retry: RetryConfig, attempt: int, rng: random.Random = random._inst) -> float | None:  # type: ignore[attr-defined]
+def next_delay(retry: RetryConfig, attempt: int, rng: random.Random | None = None) -> float | None:
     """Seconds until attempt `attempt + 1`, or None when the schedule is used up."""
     if attempt > len(retry.schedule):
         return None
     base = retry.schedule[attempt - 1]
-    return max(0.0, base * (1 + rng.uniform(-retry.jitter, retry.jitter)))
+    return max(0.0, base * (1 + (rng or _RNG).uniform(-retry.jitter, retry.jitter)))
 
 
 class Pipeline:
@@ -253,7 +254,8 @@ class Pipeline:
         retry job or dead letter it points at."""
         now = clock.now()
         delivered = [attempt for attempt, outcome in results if isinstance(outcome, Delivered)]
-        failed = [(a, o) for a, o in results if not isinstance(o, Delivered)]
+        failed: list[tuple[Attempt, RetryLater | Failed]] = [
+            (a, o) for a, o in results if not isinstance(o, Delivered)]
         if delivered:
             await self._mark_delivered(delivered, now)
         if failed:
@@ -284,7 +286,9 @@ class Pipeline:
         log.info("delivered", event_id=event.id, source=event.source,
                  sink=",".join(a.sink for a in attempts), attempt=attempts[0].attempt)
 
-    def _record_failure(self, pipe: Any, attempt: Attempt, outcome: Outcome, now: float) -> bool:
+    def _record_failure(
+        self, pipe: Any, attempt: Attempt, outcome: RetryLater | Failed, now: float
+    ) -> bool:
         """A retry (the next attempt's job) or a dead letter; True for a dead letter."""
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
@@ -319,12 +323,12 @@ class Pipeline:
         log.error("delivery dead-lettered", reason=outcome.reason, status=outcome.status, **fields)
         return True
 
-    def _next(self, attempt: Attempt, outcome: Outcome) -> tuple[float, Attempt] | None:
+    def _next(
+        self, attempt: Attempt, outcome: RetryLater | Failed
+    ) -> tuple[float, Attempt] | None:
         """The delay and the attempt that follows a failure, or None: dead-letter it."""
         if isinstance(outcome, Failed):
             return None
-        if not isinstance(outcome, RetryLater):
-            raise TypeError(f"not a failure: {outcome!r}")
         retry = self.config.retry_for(self.sinks[attempt.sink].config) if attempt.sink in self.sinks \
             else self.config.retry
         # What a sink asks for is bounded by the schedule's own longest wait (an hour at
@@ -339,11 +343,11 @@ class Pipeline:
             delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
             return delay, Attempt(attempt.event, attempt.sink, attempt.attempt, attempt.waits + 1,
                                   attempt.received_at)
-        delay = next_delay(retry, attempt.attempt)
-        if delay is None:
+        scheduled = next_delay(retry, attempt.attempt)
+        if scheduled is None:
             return None
-        if asked is not None:
-            delay = max(delay, min(ceiling, asked))  # never sooner than Retry-After asks
+        # Never sooner than Retry-After asks.
+        delay = scheduled if asked is None else max(scheduled, min(ceiling, asked))
         return delay, Attempt(attempt.event, attempt.sink, attempt.attempt + 1, attempt.waits,
                               attempt.received_at)
 

@@ -140,7 +140,7 @@ class ScriptBatcher:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
                     pipe.evalsha(self.script.sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+                results: list[Any] = await pipe.execute(raise_on_error=False)
             if not any(isinstance(r, NoScriptError) for r in results):
                 return results
             await self.redis.script_load(self.script.script)  # a restarted Redis forgot it

@@ -58,4 +58,5 @@ def connect(url: str, *, timeout: float = 5.0, retry: bool = True, **extra: Any)
         options["ssl_cert_reqs"] = "none"
     if retry:
         options.update(retry=_retry(), retry_on_error=[RedisConnectionError, RedisTimeoutError])
-    return ArqRedis.from_url(url, **options)
+    client: ArqRedis = ArqRedis.from_url(url, **options)
+    return client

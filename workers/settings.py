@@ -74,10 +74,10 @@ class RelayWorker(Worker):
     this relies on."""
 
     async def _poll_iteration(self) -> None:
-        for job_id, task in list(self.tasks.items()):
-            if task.done():
+        for job_id, job in list(self.tasks.items()):
+            if job.done():
                 del self.tasks[job_id]
-                task.result()  # as arq does: an error in run_job ends the loop (run_worker)
+                job.result()  # as arq does: an error in run_job ends the loop (run_worker)
         if self.allow_pick_jobs and self.job_counter < self.max_jobs:
             await self._claim_due(self.max_jobs - self.job_counter)
         await self.heart_beat()
