@@ -21,8 +21,8 @@ from redis.exceptions import NoScriptError
 
 from relay import clock
 from relay.clock import LUA_NOW_MS
+from relay.inbound import InboundRequest
 from relay.keys import INBOUND_JOB_TTL_S, Keys, delivery_job_id, inbound_stat, sink_of_job
-from relay.providers.base import InboundRequest
 
 __all__ = ["delivery_job_id", "sink_of_job"]  # re-exported: the job format lives in keys
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from relay.inbound import InboundRequest
 from relay.providers import (
     calypso,
     coinable,
@@ -14,7 +15,7 @@ from relay.providers import (
     ivpay,
     standard_webhooks,
 )
-from relay.providers.base import InboundRequest, Provider, Rejected, SampleRequest
+from relay.providers.base import Provider, Rejected, SampleRequest
 
 PROVIDERS: dict[str, type[Provider]] = {
     cls.kind: cls

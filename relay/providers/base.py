@@ -15,7 +15,7 @@ import hmac
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -25,22 +25,7 @@ import orjson
 
 from relay.config.types import SourceConfig
 from relay.events import PaymentEvent, loads, rfc3339
-
-
-@dataclass(frozen=True)
-class InboundRequest:
-    """A webhook as received: the raw body and what verification and normalization need."""
-
-    source: str
-    body: bytes
-    headers: Mapping[str, str]  # lower-case names
-    client_ip: str = ""
-    received_at: float = 0.0  # Unix seconds
-    token: str | None = None  # the /hooks/{source}/{token} path segment
-    method: str = "POST"
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
+from relay.inbound import InboundRequest
 
 
 class Rejected(Exception):

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal
 
 from relay.config.types import Secrets, SourceConfig
 from relay.events import PaymentEvent, dumps
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     Provider,
     SampleRequest,
     any_secret_matches,

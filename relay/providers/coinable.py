@@ -21,8 +21,8 @@ import orjson
 
 from relay.config.types import Secrets, SourceConfig
 from relay.events import PaymentEvent
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     Provider,
     SampleRequest,
     as_dict,

@@ -31,8 +31,8 @@ from pydantic import Field, field_validator
 
 from relay.config.types import Duration, Secrets, SourceConfig
 from relay.events import PaymentEvent
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     Provider,
     SampleRequest,
     any_secret_matches,

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from relay.config.types import Secrets, SourceConfig
 from relay.events import PaymentEvent
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     Provider,
     SampleRequest,
     any_secret_matches,

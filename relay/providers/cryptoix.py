@@ -24,8 +24,8 @@ from pydantic import field_validator
 
 from relay.config.types import Secrets, SourceConfig
 from relay.events import PaymentEvent, dumps
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     Provider,
     SampleRequest,
     any_secret_matches,

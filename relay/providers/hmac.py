@@ -20,8 +20,8 @@ from pydantic import Field, field_validator
 
 from relay.config.types import Secrets
 from relay.events import PaymentEvent
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     SampleRequest,
     any_secret_matches,
     bad_signature,

@@ -15,7 +15,8 @@ from pydantic import AfterValidator, Field
 
 from relay.config.types import SourceConfig, Strict
 from relay.events import EVENT_TYPES, PaymentEvent
-from relay.providers.base import InboundRequest, Provider, dig, safe_time, scalar
+from relay.inbound import InboundRequest
+from relay.providers.base import Provider, dig, safe_time, scalar
 
 # The canonical short names `relay trigger` accepts ("paid" for payment.paid, ...).
 ALL_SAMPLE_EVENTS: tuple[str, ...] = tuple(t.removeprefix("payment.") for t in EVENT_TYPES)

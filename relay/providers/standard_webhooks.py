@@ -21,8 +21,8 @@ from pydantic import Field, field_validator
 
 from relay.config.types import Duration, Secrets
 from relay.events import PaymentEvent
+from relay.inbound import InboundRequest
 from relay.providers.base import (
-    InboundRequest,
     SampleRequest,
     any_secret_matches,
     bad_signature,
