@@ -83,9 +83,16 @@ class Keys:
 # --- the stats hash: one counter per field, `<kind>:<subject>:<what>` ---------------------
 # Subjects (source and sink names) and event types contain no ':' (config validates names),
 # so a field splits at its first and last ':'. Everything that counts uses these builders;
-# relay.monitor reads them back with parse_stat.
+# relay.monitor reads them back with parse_stat. The vocabulary is here too, so the ingress,
+# the worker and the readers share it without importing each other.
 
 INBOUND, EVENT, DELIVERY = "in", "evt", "dlv"
+
+UNKNOWN_SOURCE = "_unknown"  # one stats bucket for every unknown name, so the hash stays bounded
+# Inbound outcomes that are not rejections; any other outcome is a rejection's error.
+INBOUND_OUTCOMES = ("stored", "duplicate", "no_event", "dead_lettered")
+UNAVAILABLE = "unavailable"  # answered 503: Redis down, full or evicting (not the request's fault)
+DELIVERY_OUTCOMES = ("delivered", "retry", "rate_limited", "failed")
 
 
 def inbound_stat(source: str, outcome: str) -> str:

@@ -10,26 +10,38 @@ whole system, workers included. The read costs two pipelined round trips in the 
    heartbeat SCAN and the heartbeats themselves.
 
 Figures are a consistent-enough picture, not a transaction: a job can move between two reads.
+What a snapshot holds, and its JSON, is in relay.snapshot.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from arq.constants import in_progress_key_prefix
 
 from relay.config.model import RelayConfig
-from relay.keys import LATENCY_BUCKETS, WORKER_TTL_S, Keys
-from relay.queue import sink_of_job
-from relay.redis_memory import (
-    MemoryState,
-    eviction_message,
-    memory_message,
-    read_memory,
-    shed_at_bytes,
+from relay.keys import (
+    DELIVERY,
+    DELIVERY_OUTCOMES,
+    EVENT,
+    INBOUND,
+    WORKER_TTL_S,
+    Keys,
+    delivery_stat,
+    parse_stat,
+    sink_of_job,
+)
+from relay.redis_memory import read_memory
+from relay.snapshot import (
+    BUCKET_LABELS,
+    Latency,
+    QueueDepth,
+    Rejection,
+    SinkStatus,
+    Snapshot,
+    SourceStatus,
+    WorkerStatus,
 )
 
 RETRY_SCAN_CAP = 100_000  # scheduled jobs read to count retries per sink (ids are ~80 bytes)
@@ -37,249 +49,7 @@ OLDEST_PAGE = 256  # due jobs checked per round trip for the oldest one not runn
 OLDEST_MAX_PAGES = 8  # beyond 2048 running jobs the oldest age is an estimate (a lower bound)
 REJECTIONS_SHOWN = 50  # of the capped list (keys.REJECTIONS_CAP), newest first
 
-INBOUND_OUTCOMES = ("stored", "duplicate", "no_event", "dead_lettered")
-UNREADABLE_POLICY = ("Redis maxmemory-policy could not be read (INFO memory): make sure it "
-                     "is noeviction")
-UNAVAILABLE = "unavailable"  # answered 503: Redis down, full or evicting (not the request's fault)
-DELIVERY_OUTCOMES = ("delivered", "retry", "rate_limited", "failed")
-BUCKET_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
-
-
-@dataclass
-class QueueDepth:
-    waiting: int = 0  # runnable now, not yet picked up
-    scheduled: int = 0  # runnable later: retries and rate-limit waits
-    in_progress: int = 0  # jobs the live workers are running (from their heartbeats)
-    oldest_waiting_age_s: float | None = None  # None: nothing is waiting
-
-
-@dataclass
-class Latency:
-    """Receipt-to-delivery histogram. `buckets` are per-bucket (NOT cumulative) counts, in the
-    order of BUCKET_LABELS; the Prometheus exposition makes them cumulative."""
-
-    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKET_LABELS))
-    sum: float = 0.0
-    count: int = 0
-
-    def quantile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the q-quantile (None: no data; inf: overflow)."""
-        if self.count <= 0:
-            return None
-        target = q * self.count
-        seen = 0
-        for label, n in zip(BUCKET_LABELS, self.buckets, strict=True):
-            seen += n
-            if seen >= target and n:
-                return float(label) if label != "+Inf" else float("inf")
-        return float("inf")
-
-    @property
-    def mean(self) -> float | None:
-        return self.sum / self.count if self.count else None
-
-
-@dataclass
-class SinkStatus:
-    name: str
-    configured: bool = True  # False: seen in Redis but no longer in the config
-    delivered: int = 0
-    retry: int = 0  # attempts that failed and were scheduled again (a counter)
-    rate_limited: int = 0  # waits for a rate limit (a counter; not failures)
-    failed: int = 0  # deliveries dead-lettered (a counter)
-    retrying_now: int = 0  # deliver jobs scheduled for later right now (a gauge)
-    last_ok_at: float | None = None
-    last_error: str | None = None
-    last_error_at: float | None = None
-    last_status: int | None = None
-    gone: bool = False  # the endpoint answered 404/410: fix the URL
-    latency: Latency = field(default_factory=Latency)
-
-    @property
-    def healthy(self) -> bool:
-        """No error since the last success (or never an error)."""
-        if self.gone:
-            return False
-        if self.last_error_at is None:
-            return True
-        return self.last_ok_at is not None and self.last_ok_at >= self.last_error_at
-
-
-@dataclass
-class SourceStatus:
-    name: str
-    configured: bool = True
-    inbound: dict[str, int] = field(default_factory=dict)  # outcome -> count
-    events: dict[str, int] = field(default_factory=dict)  # event type -> count
-    duplicates: int = 0  # semantic duplicates dropped by the worker
-
-    @property
-    def stored(self) -> int:
-        return self.inbound.get("stored", 0)
-
-    @property
-    def rejected(self) -> int:
-        return sum(n for k, n in self.inbound.items()
-                   if k not in INBOUND_OUTCOMES and k != UNAVAILABLE)
-
-    @property
-    def unavailable(self) -> int:
-        return self.inbound.get(UNAVAILABLE, 0)
-
-
-@dataclass
-class WorkerStatus:
-    id: str
-    running: int = 0
-    started_at: float | None = None
-    at: float | None = None  # the heartbeat's time
-    complete: int = 0
-    retried: int = 0
-    failed: int = 0
-
-
-@dataclass
-class Rejection:
-    at: float
-    source: str
-    status: int
-    error: str
-    reason: str
-    client_ip: str
-
-
-@dataclass
-class Snapshot:
-    taken_at: float
-    prefix: str
-    queue: QueueDepth
-    dlq_size: int
-    sources: list[SourceStatus]
-    sinks: list[SinkStatus]
-    workers: list[WorkerStatus]
-    rejections: list[Rejection]
-    retry_scan_truncated: bool = False  # over RETRY_SCAN_CAP scheduled jobs: counts are partial
-    redis_memory: MemoryState | None = None  # None: not read
-    shed_memory_ratio: float = 0.9
-    allow_redis_eviction: bool = False
-
-    @property
-    def shedding(self) -> str | None:
-        """Why the ingress answers 503 now, judged from this reading as the ingress does
-        (without its estimate of what it stored since its own last reading)."""
-        memory = self.redis_memory
-        if memory is None:
-            return None
-        if memory.evicting and not self.allow_redis_eviction:
-            return eviction_message(str(memory.policy), allowed=False)
-        return memory_message(memory, self.shed_memory_ratio)
-
-    @property
-    def degraded_reasons(self) -> list[str]:
-        """Redis conditions that lose or refuse webhooks: an evicting policy (even an allowed
-        one: it can lose 2xx-answered webhooks) and shedding."""
-        memory = self.redis_memory
-        reasons: list[str] = []
-        if memory is not None and memory.evicting and self.allow_redis_eviction:
-            reasons.append(eviction_message(str(memory.policy), allowed=True))
-        if (shed := self.shedding) is not None:
-            reasons.append(f"the ingress is shedding (503): {shed}")
-        return reasons
-
-    @property
-    def warnings(self) -> list[str]:
-        if self.redis_memory is not None and self.redis_memory.policy is None:
-            return [UNREADABLE_POLICY]
-        return []
-
-    @property
-    def unavailable(self) -> int:
-        """503s answered, all sources (counted by each ingress, added to Redis each second)."""
-        return sum(s.unavailable for s in self.sources)
-
-    def sink(self, name: str) -> SinkStatus | None:
-        return next((s for s in self.sinks if s.name == name), None)
-
-    def source(self, name: str) -> SourceStatus | None:
-        return next((s for s in self.sources if s.name == name), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The `relay status --json` / `/status.json` shape: maps keyed by name for scripts."""
-        return {
-            "taken_at": self.taken_at,
-            "prefix": self.prefix,
-            "queue": dataclasses.asdict(self.queue),
-            "dlq_size": self.dlq_size,
-            "workers": [dataclasses.asdict(w) for w in self.workers],
-            "sources": {
-                s.name: {"configured": s.configured, "inbound": s.inbound, "events": s.events,
-                         "duplicates": s.duplicates}
-                for s in self.sources
-            },
-            "sinks": {s.name: _sink_dict(s) for s in self.sinks},
-            "rejections": [dataclasses.asdict(r) for r in self.rejections],
-            "retry_scan_truncated": self.retry_scan_truncated,
-            "redis": self._redis_dict(),
-            "degraded": bool(self.degraded_reasons),
-            "degraded_reasons": self.degraded_reasons,
-            "warnings": self.warnings,
-        }
-
-    def _redis_dict(self) -> dict[str, Any]:
-        memory = self.redis_memory.to_dict() if self.redis_memory else {}
-        limit = self.redis_memory.max_bytes if self.redis_memory else None
-        shed_at = shed_at_bytes(limit, self.shed_memory_ratio) if limit else None
-        return {**memory, "shed_memory_ratio": self.shed_memory_ratio, "shed_at_bytes": shed_at,
-                "allow_redis_eviction": self.allow_redis_eviction,
-                "shedding": self.shedding is not None, "unavailable": self.unavailable}
-
-    def to_json(self, indent: bool = True) -> bytes:
-        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 if indent else 0)
-
-
-def _sink_dict(sink: SinkStatus) -> dict[str, Any]:
-    data = dataclasses.asdict(sink)
-    data.pop("name")
-    data["healthy"] = sink.healthy
-    latency = sink.latency
-    data["latency"] = {
-        "buckets": dict(zip(BUCKET_LABELS, latency.buckets, strict=True)),
-        "sum": latency.sum,
-        "count": latency.count,
-        "p50": _finite(latency.quantile(0.5)),
-        "p95": _finite(latency.quantile(0.95)),
-    }
-    return data
-
-
-def _finite(value: float | None) -> float | str | None:
-    # JSON has no Infinity: say "+Inf" like Prometheus does.
-    return "+Inf" if value == float("inf") else value
-
-
-# --- formatting (shared by the CLI and the status page) -----------------------------------
-
-
-def duration(seconds: float | None) -> str:
-    """A short human duration: 850ms, 42s, 17m, 3.5h, 2.1d; "-" for none, "> 1d" overflow."""
-    if seconds is None:
-        return "-"
-    if seconds == float("inf"):
-        return f"> {duration(LATENCY_BUCKETS[-1])}"
-    seconds = max(0.0, seconds)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
-
-
-def ago(at: float | None, now: float) -> str:
-    return "never" if at is None else f"{duration(now - at)} ago"
+__all__ = ["BUCKET_LABELS", "Snapshot", "take_snapshot"]  # BUCKET_LABELS: the tests read it here
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -388,19 +158,19 @@ def _sources_and_sinks(
     sources = {name: SourceStatus(name) for name in config.sources}
     extra_sinks: list[str] = []
     for fieldname, value in stats.items():
-        kind, _, rest = fieldname.partition(":")
-        name, _, what = rest.rpartition(":")  # names have no ':'; event types have none either
-        if not name:
+        stat = parse_stat(fieldname)
+        if stat is None:
             continue
-        if kind in ("in", "evt"):
+        name, what = stat.subject, stat.what
+        if stat.kind in (INBOUND, EVENT):
             source = sources.setdefault(name, SourceStatus(name, configured=False))
-            if kind == "in":
+            if stat.kind == INBOUND:
                 source.inbound[what] = _int(value)
             elif what == "duplicate":
                 source.duplicates = _int(value)
             else:
                 source.events[what] = _int(value)
-        elif kind == "dlv" and name not in config.sinks and name not in extra_sinks:
+        elif stat.kind == DELIVERY and name not in config.sinks and name not in extra_sinks:
             extra_sinks.append(name)
     return list(sources.values()), sorted(extra_sinks)
 
@@ -413,7 +183,7 @@ def _sink_status(
     latency: dict[str, str],
     retrying_now: int,
 ) -> SinkStatus:
-    counts = {o: _int(stats.get(f"dlv:{name}:{o}")) for o in DELIVERY_OUTCOMES}
+    counts = {o: _int(stats.get(delivery_stat(name, o))) for o in DELIVERY_OUTCOMES}
     status = _int(health.get("last_status"))
     return SinkStatus(
         name=name,

@@ -10,12 +10,10 @@ import orjson
 from aiohttp import web
 
 from relay import clock
-from relay.keys import REJECTIONS_CAP, Keys
+from relay.keys import REJECTIONS_CAP, UNKNOWN_SOURCE, Keys, inbound_stat
 from relay.logs import get_logger
 
 log = get_logger("relay.ingress")
-
-UNKNOWN_SOURCE = "_unknown"  # one stats bucket for every unknown name, so the hash stays bounded
 
 
 class TooLarge(Exception):
@@ -91,7 +89,7 @@ class RejectionLog:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.lpush(self.keys.rejections, entry)
                 pipe.ltrim(self.keys.rejections, 0, REJECTIONS_CAP - 1)
-                pipe.hincrby(self.keys.stats, f"in:{name}:{error}", 1)
+                pipe.hincrby(self.keys.stats, inbound_stat(name, error), 1)
                 await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the answer stands even if Redis is down
             log.warning("could not record rejection", error=str(exc))

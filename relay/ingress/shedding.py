@@ -18,8 +18,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 
 from relay.clock import CLOCK
 from relay.config.model import RelayConfig
-from relay.keys import Keys, inbound_stat
-from relay.monitor import UNAVAILABLE
+from relay.keys import UNAVAILABLE, Keys, inbound_stat
 from relay.redis_memory import MemoryState, eviction_message, memory_message, read_memory
 
 INTERVAL_S = 1.0
