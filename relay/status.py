@@ -15,17 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from relay.config.model import LoadedConfig
-from relay.ingress.guard import UNKNOWN_SOURCE
-from relay.monitor import (
-    INBOUND_OUTCOMES,
-    UNAVAILABLE,
-    Snapshot,
-    ago,
-    duration,
-    take_snapshot,
-)
+from relay.keys import INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
+from relay.monitor import take_snapshot
 from relay.redis import connect
 from relay.redis_memory import shed_at_bytes
+from relay.snapshot import Snapshot, ago, duration
 
 WATCH_INTERVAL_S = 2.0
 REDIS_TIMEOUT_S = 3.0  # a status command should fail fast, not ride out a long outage

@@ -16,7 +16,7 @@ import pytest
 
 from relay.config.model import load_config
 from relay.embedded import free_port
-from relay.ingress.app import build_sources
+from relay.providers import build_sources
 from tests.conftest import REPO, wait_for
 
 pytestmark = pytest.mark.slow

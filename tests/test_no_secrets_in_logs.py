@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from relay.config.model import validate
-from relay.ingress.app import build_sources
+from relay.providers import build_sources
 from tests.conftest import REPO, wait_for
 from tests.processes import RelayProcess, write_config
 from tests.sink_servers import Reply, SinkServer

@@ -28,21 +28,11 @@ from prometheus_client.core import (
 from redis.exceptions import RedisError
 
 from relay import __version__
-
-# The module, not its names: app.py imports this module, and either may be imported first.
-from relay.ingress import app as ingress
-from relay.ingress.guard import UNKNOWN_SOURCE
-from relay.monitor import (
-    BUCKET_LABELS,
-    DELIVERY_OUTCOMES,
-    INBOUND_OUTCOMES,
-    UNAVAILABLE,
-    Snapshot,
-    ago,
-    duration,
-    take_snapshot,
-)
+from relay.ingress.state import CONFIG, REDIS
+from relay.keys import DELIVERY_OUTCOMES, INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
+from relay.monitor import take_snapshot
 from relay.redis_memory import shed_at_bytes
+from relay.snapshot import BUCKET_LABELS, Snapshot, ago, duration
 
 SNAPSHOT_TIMEOUT_S = 5.0  # a scrape must not hang on a sick Redis (Prometheus times out at 10 s)
 PAGE_REFRESH_S = 5
@@ -64,7 +54,7 @@ def add_routes(app: web.Application) -> None:
 def _authorized(request: web.Request, allow_query: bool) -> bool:
     """Open when no token is configured; else the bearer token (or `?token=` where allowed),
     compared in constant time."""
-    expected = request.app[ingress.CONFIG].config.admin.token
+    expected = request.app[CONFIG].config.admin.token
     if not expected:
         return True
     header = request.headers.get("Authorization", "")
@@ -94,7 +84,7 @@ def _unauthorized() -> web.Response:
 
 async def _snapshot(request: web.Request) -> Snapshot:
     async with asyncio.timeout(SNAPSHOT_TIMEOUT_S):
-        return await take_snapshot(request.app[ingress.REDIS], request.app[ingress.CONFIG].config)
+        return await take_snapshot(request.app[REDIS], request.app[CONFIG].config)
 
 
 # --- /metrics -----------------------------------------------------------------------------
@@ -103,10 +93,8 @@ async def _snapshot(request: web.Request) -> Snapshot:
 class SnapshotCollector:
     """A prometheus_client Collector that yields the metric families of one snapshot."""
 
-    def __init__(self, snapshot: Snapshot, sources: list[str], sinks: list[str]):
+    def __init__(self, snapshot: Snapshot):
         self.snapshot = snapshot
-        self.configured_sources = sources
-        self.configured_sinks = sinks
 
     def collect(self) -> list[Metric]:
         return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers(),
@@ -218,10 +206,11 @@ class SnapshotCollector:
         return families
 
 
-def render_metrics(snapshot: Snapshot, sources: list[str], sinks: list[str]) -> bytes:
+def render_metrics(snapshot: Snapshot) -> bytes:
     # A registry per scrape: the collector is the snapshot; nothing lives in process memory.
+    # The snapshot lists every configured source and sink (with zeros) besides those seen.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot, sources, sinks))  # type: ignore[arg-type]
+    registry.register(SnapshotCollector(snapshot))  # type: ignore[arg-type]
     return generate_latest(registry)
 
 
@@ -234,8 +223,7 @@ async def metrics(request: web.Request) -> web.Response:
         # A failed scrape (up == 0 in Prometheus) is the honest answer: no stale figures.
         return web.Response(status=503, text=f"redis unavailable: {type(exc).__name__}\n",
                             headers={"Retry-After": "5"})
-    config = request.app[ingress.CONFIG].config
-    body = render_metrics(snapshot, list(config.sources), list(config.sinks))
+    body = render_metrics(snapshot)
     return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE,
                                             "Cache-Control": "no-store"})
 
@@ -266,7 +254,6 @@ def _environment() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["iso"] = _iso
     return env
-
 
 
 def _iso(at: float | None) -> str:

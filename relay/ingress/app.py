@@ -10,24 +10,19 @@ from redis.exceptions import RedisError
 
 from relay import clock
 from relay.config.model import LoadedConfig
+from relay.inbound import InboundRequest
 from relay.ingress import admin
 from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
 from relay.ingress.shedding import IngressGuard, is_out_of_memory
+from relay.ingress.state import CONFIG, GUARD, REDIS, REJECTIONS, SOURCES, STORE
 from relay.keys import Keys
 from relay.logs import get_logger
-from relay.providers import PROVIDERS, InboundRequest, Provider, Rejected
+from relay.providers import Provider, Rejected, build_sources
 from relay.queue import InboundStore
 from relay.redis import connect
 from relay.redis_memory import EvictingRedis
 
 log = get_logger("relay.ingress")
-
-CONFIG = web.AppKey("config", LoadedConfig)
-REDIS = web.AppKey("redis", object)
-STORE = web.AppKey("store", InboundStore)
-REJECTIONS = web.AppKey("rejections", RejectionLog)
-SOURCES = web.AppKey("sources", dict)
-GUARD = web.AppKey("guard", IngressGuard)
 
 RETRY_AFTER_S = "5"
 
@@ -154,13 +149,6 @@ async def _check_redis_at_start(guard: IngressGuard, allow_eviction: bool) -> No
                     "answers (the ingress sheds if it evicts)")
     elif state.evicting and not allow_eviction:
         raise EvictingRedis(str(state.policy))
-
-
-def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
-    return {
-        name: PROVIDERS[source.provider](name, source)
-        for name, source in loaded.config.sources.items()
-    }
 
 
 async def expect_continue(request: web.Request) -> None:
