@@ -359,7 +359,7 @@ def write_config(directory: Path, redis_url: str, sinks: dict[str, Any] | None =
 
 
 def event_loop() -> str:
-    """The event loop `relay serve` and `relay worker` run on (relay/cli.py `_fast_event_loop`):
+    """The event loop `relay serve` and `relay worker` run on (`relay.cli.common.fast_event_loop`):
     uvloop when it is installed, else asyncio's own."""
     try:
         import uvloop

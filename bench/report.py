@@ -165,7 +165,7 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
           "calling arq's `ArqRedis.enqueue_job` per request (job id from the body, msgpack, no "
           "signature check); `relay serve` (one process) with the signature check. The two "
           "baselines run on asyncio's own event loop; `relay serve` runs on "
-          f"{_loop(run_info)} (relay/cli.py `_fast_event_loop`: uvloop when installed).\n")
+          f"{_loop(run_info)} (`relay.cli.common.fast_event_loop`: uvloop when installed).\n")
         w(f"Each server was measured {ing.get('rounds', 1)} times, interleaved; the table shows "
           "the best run (noise on a shared machine only slows a run down) and every run's req/s.\n")
         w("Because the box may be shared (the last column: CPUs' worth of work done meanwhile "
@@ -434,7 +434,7 @@ def findings(results: dict[str, Any]) -> str:
           f"{_f(rel['rps'])} req/s at {_f(rel.get('cpu_us_per_request_median'))} CPU-us per "
           f"request, ratio {ing['ratio']} ({ing.get('ratio_cpu')} by CPU).")
     loop = _loop(results.get("run"))
-    w(f"- **uvloop** for `relay serve` and `relay worker` (relay/cli.py `_fast_event_loop`; "
+    w(f"- **uvloop** for `relay serve` and `relay worker` (`relay.cli.common.fast_event_loop`; "
       f"this run: {loop}). Measured alone earlier in this session (run 4, through a shim, "
       "before the other changes): worker 1.17 instead of 1.31 ms of CPU per event, ingress "
       "158 instead of 178 us per request.")

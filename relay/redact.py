@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 DROPPED = "…"
 REDACTED = "[redacted]"
@@ -78,6 +78,20 @@ def url_secrets(url: str) -> set[str]:
     return {part for part in found if len(part) >= MIN_SECRET_LEN}
 
 
+def redact_url(url: str) -> str:
+    """A configured URL (Redis's) without its password, the rest as written (Heroku's REDIS_URL
+    carries one): `redis://u:***@[::1]:6379/0`. For the operator's own error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]  # as written: an IPv6 host keeps its brackets
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def _shorten_url(match: re.Match[str]) -> str:
     token = match.group(0)
     trailing = _TRAILING.search(token)
@@ -106,4 +120,4 @@ def _drop_query_value(match: re.Match[str]) -> str:
     return match.group(1) + DROPPED + tail
 
 
-__all__ = ["DROPPED", "MIN_SECRET_LEN", "REDACTED", "known", "redact", "url_secrets"]
+__all__ = ["DROPPED", "MIN_SECRET_LEN", "REDACTED", "known", "redact", "redact_url", "url_secrets"]

@@ -1,96 +1,22 @@
-"""`relay status [--json] [--watch]`: queue depth and delivery health on the command line."""
+"""The `relay status` report: a snapshot (relay.snapshot) drawn as rich tables.
+
+The command itself (reading, --json, --watch) is relay.cli.status.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from redis.exceptions import RedisError
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from relay.config.model import LoadedConfig
 from relay.keys import INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
-from relay.monitor import take_snapshot
-from relay.redis import connect
 from relay.redis_memory import shed_at_bytes
 from relay.snapshot import Snapshot, ago, duration
 
-WATCH_INTERVAL_S = 2.0
-REDIS_TIMEOUT_S = 3.0  # a status command should fail fast, not ride out a long outage
 REJECTIONS_SHOWN = 10
-
-
-def run_status(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool) -> int:
-    """Print the snapshot (a table, or JSON); with `watch`, refresh until Ctrl-C. 1: no Redis."""
-    try:
-        return asyncio.run(_run(loaded, redis_url, as_json, watch))
-    except KeyboardInterrupt:
-        return 0  # Ctrl-C is how --watch ends
-
-
-async def _run(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool) -> int:
-    redis = connect(redis_url, timeout=REDIS_TIMEOUT_S, retry=False)
-    try:
-        try:
-            snapshot = await take_snapshot(redis, loaded.config)
-        except (RedisError, OSError) as exc:
-            print(f"relay status: cannot reach Redis at {redact_url(redis_url)}: {exc}",
-                  file=sys.stderr)
-            return 1
-        if as_json and not watch:
-            sys.stdout.write(snapshot.to_json().decode() + "\n")
-            return 0
-        console = Console()
-        if not watch:
-            console.print(render(snapshot))
-            return 0
-        await _watch(redis, loaded, snapshot, console, as_json)
-        return 0
-    finally:
-        await redis.aclose()
-
-
-async def _watch(redis: Any, loaded: LoadedConfig, snapshot: Snapshot, console: Console,
-                 as_json: bool) -> None:
-    if as_json:  # one JSON document per line per refresh: easy to pipe into jq or a log
-        while True:
-            sys.stdout.write(snapshot.to_json(indent=False).decode() + "\n")
-            sys.stdout.flush()
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            snapshot = await take_snapshot(redis, loaded.config)
-    with Live(render(snapshot), console=console, auto_refresh=False, screen=False) as live:
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            try:
-                snapshot = await take_snapshot(redis, loaded.config)
-                live.update(render(snapshot), refresh=True)
-            except (RedisError, OSError) as exc:
-                # Keep watching through a Redis blip; say so instead of showing stale figures.
-                live.update(Group(render(snapshot), Text(f"Redis unreachable: {exc}",
-                                                         style="bold red")), refresh=True)
-
-
-def redact_url(url: str) -> str:
-    """The Redis URL without its password (Heroku's REDIS_URL carries one)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-# --- rendering ----------------------------------------------------------------------------
 
 
 def render(snapshot: Snapshot) -> Group:

@@ -6,34 +6,38 @@ processes, so what works here works on Heroku. Ctrl-C stops all of it (children 
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from relay.config.model import ConfigError, load_config
-from relay.embedded import EmbeddedRedis
+from relay.cli.common import DEV_CONFIG, STATE_DIR, URL_FILE, Subcommands, add_command
 
-DEV_CONFIG = "config/relay.dev.yaml"
-STATE_DIR = Path(".relay")
-URL_FILE = STATE_DIR / "redis.url"  # lets `relay status` / `relay dlq` find the embedded Redis
+if TYPE_CHECKING:
+    from relay.embedded import EmbeddedRedis
+
+
+def add_parser(sub: Subcommands) -> None:
+    parser = add_command(sub, "dev", run,
+                         "serve + worker on an embedded Redis (when REDIS_URL is unset)")
+    parser.add_argument("--config", help="default: $RELAY_CONFIG, else config/relay.dev.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_dev(args.config)
 
 
 def dev_config_path(explicit: str | None) -> str:
     return explicit or os.environ.get("RELAY_CONFIG") or DEV_CONFIG
 
 
-def embedded_redis_url() -> str | None:
-    """The URL of a running `relay dev`'s embedded Redis, if there is one."""
-    try:
-        return URL_FILE.read_text().strip() or None
-    except OSError:
-        return None
-
-
 def run_dev(config: str | None) -> int:
+    from relay.config.model import ConfigError, load_config
+    from relay.embedded import EmbeddedRedis
+
     path = dev_config_path(config)
     try:
         loaded = load_config(path)

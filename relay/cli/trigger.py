@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import aiohttp
+from relay.cli.common import CONFIG_HELP, Subcommands, add_command, load, tool_config_path
 
-from relay.config.model import LoadedConfig
-from relay.providers import build_sources
+if TYPE_CHECKING:
+    from relay.config.model import LoadedConfig
+
+
+def add_parser(sub: Subcommands) -> None:
+    parser = add_command(sub, "trigger", run,
+                         "send a correctly signed sample webhook to the relay")
+    parser.add_argument("source", help="a configured source name, e.g. ivpay")
+    parser.add_argument("event", help="paid, completed, pending, created, expired, ...")
+    parser.add_argument("--url", help="the relay's base URL (default http://127.0.0.1:$PORT)")
+    parser.add_argument("--config", help=CONFIG_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load(tool_config_path(args.config))
+    return asyncio.run(run_trigger(loaded, args.source, args.event, args.url))
 
 
 async def run_trigger(loaded: LoadedConfig, source: str, event: str, url: str | None) -> int:
+    import aiohttp
+
+    from relay.providers import build_sources
+
     sources = build_sources(loaded)
     provider = sources.get(source)
     if provider is None:
@@ -28,10 +49,11 @@ async def run_trigger(loaded: LoadedConfig, source: str, event: str, url: str | 
     target = f"{base}/hooks/{source}" + (f"/{sample.token}" if sample.token else "")
     shown = f"{base}/hooks/{source}" + ("/<token>" if sample.token else "")
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(target, data=sample.body, headers=sample.headers,
-                                    timeout=aiohttp.ClientTimeout(total=15)) as response:
-                answer = await response.text()
+        async with aiohttp.ClientSession() as session, session.post(
+            target, data=sample.body, headers=sample.headers,
+            timeout=aiohttp.ClientTimeout(total=15),
+        ) as response:
+            answer = await response.text()
     except aiohttp.ClientError as exc:
         print(f"could not reach the relay at {base}: {exc}\n(is `relay dev` or `relay serve` "
               f"running? use --url to point elsewhere)", file=sys.stderr)

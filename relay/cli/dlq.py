@@ -1,0 +1,109 @@
+"""`relay dlq list | replay | purge`: the dead-letter queue from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from relay.cli.common import (
+    CONFIG_HELP,
+    Subcommands,
+    add_command,
+    load,
+    need_redis,
+    tool_config_path,
+)
+
+if TYPE_CHECKING:
+    from relay.config.model import LoadedConfig
+    from relay.dlq import DeadLetter, DeadLetterQueue
+
+
+def add_parser(sub: Subcommands) -> None:
+    parser = add_command(sub, "dlq", run, "inspect, replay and purge dead-lettered deliveries")
+    parser.add_argument("--config", help=CONFIG_HELP)
+    dlq = parser.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    q = dlq.add_parser("list", help="list dead letters, newest first")
+    q.add_argument("--sink")
+    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--json", action="store_true")
+    for action, verb in (("replay", "send again through the normal path"), ("purge", "delete")):
+        q = dlq.add_parser(action, help=f"{verb}: by id, by sink or all")
+        q.add_argument("ids", nargs="*", metavar="ID")
+        q.add_argument("--sink")
+        q.add_argument("--all", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load(tool_config_path(args.config))
+    return asyncio.run(run_dlq(loaded, need_redis(loaded), args))
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def letter_json(letter: DeadLetter) -> dict[str, object]:
+    from relay.events import loads
+
+    return {
+        "id": letter.id, "kind": letter.kind, "source": letter.source, "sink": letter.sink,
+        "event_id": letter.event_id, "event_type": letter.event_type,
+        "attempts": letter.attempts, "last_status": letter.last_status, "reason": letter.reason,
+        "excerpt": letter.excerpt, "failed_at": _when(letter.failed_at),
+        "event": loads(letter.event) if letter.event else None,
+    }
+
+
+async def run_dlq(loaded: LoadedConfig, redis_url: str, args: argparse.Namespace) -> int:
+    from relay.dlq import DeadLetterQueue
+    from relay.keys import Keys
+    from relay.redis import connect
+
+    redis = connect(redis_url)
+    try:
+        dlq = DeadLetterQueue(redis, Keys(loaded.config.key_prefix), loaded.config.dlq.max_entries)
+        if args.dlq_command == "list":
+            return await _list(dlq, args)
+        if not (args.ids or args.sink or args.all):
+            print(f"relay dlq {args.dlq_command}: give IDs, --sink NAME or --all", file=sys.stderr)
+            return 2
+        if args.sink and args.sink not in loaded.config.sinks:
+            print(f"note: sink {args.sink!r} is not in the current config", file=sys.stderr)
+        letters = await dlq.select(args.ids, args.sink, args.all)
+        missing = set(args.ids or []) - {x.id for x in letters}
+        for ident in sorted(missing):
+            print(f"no dead letter with id {ident}", file=sys.stderr)
+        if args.dlq_command == "replay":
+            count = await dlq.replay(letters)
+            print(f"replayed {count} dead letter(s): they are queued for delivery again")
+        else:
+            count = await dlq.purge(letters)
+            print(f"purged {count} dead letter(s)")
+        return 1 if missing else 0
+    finally:
+        await redis.aclose()
+
+
+async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
+    import orjson
+
+    letters = await dlq.list(limit=args.limit, sink=args.sink)
+    if args.json:
+        sys.stdout.write(orjson.dumps([letter_json(x) for x in letters],
+                                      default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    total = await dlq.size()
+    if not letters:
+        print("dead-letter queue is empty" if not total else "no dead letters match")
+        return 0
+    print(f"{total} dead letter(s); newest first")
+    for x in letters:
+        target = f"sink={x.sink}" if x.kind == "delivery" else "normalize"
+        status = x.last_status if x.last_status else "-"
+        print(f"{x.id}  {_when(x.failed_at)}  {target}  source={x.source}  "
+              f"type={x.event_type or '-'}  attempts={x.attempts}  status={status}  {x.reason}")
+    return 0
