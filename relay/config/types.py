@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: Any) -> float:
-    """`500ms`, `5s`, `10m`, `2h`, `3d` (or a bare number of seconds) -> seconds."""
+    """`500ms`, `5s`, `10m`, `2h`, `3d` (or a bare number of seconds) -> seconds. Raises
+    ValueError for anything else, a wrong type too: pydantic reports only that as a config error."""
     if isinstance(value, bool):
-        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")
+        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")  # noqa: TRY004
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
@@ -24,21 +26,13 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 5s, 10m, 2h, 3d)")
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
-        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")
+        raise ValueError("not a duration (use e.g. 500ms, 5s, 10m, 2h, 3d)")  # noqa: TRY004
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
 
 
-def format_duration(seconds: float) -> str:
-    for unit in ("d", "h", "m", "s"):
-        size = _UNIT_SECONDS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds * 1000)}ms"
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(format_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _secret_list(value: Any) -> Any:
@@ -54,6 +48,35 @@ def _secret_list(value: Any) -> Any:
 
 Secrets = Annotated[list[str], BeforeValidator(_secret_list)]
 """One or more secrets; any of them verifies (rotation)."""
+
+
+WHSEC_PREFIX = "whsec_"
+
+
+def whsec_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret, `whsec_<base64>` (the prefix optional, as in
+    the SDKs; unpadded base64 accepted: some senders print it so). ValueError if not base64."""
+    text = secret.removeprefix(WHSEC_PREFIX)
+    text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)  # binascii.Error is a ValueError
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name (a token)
+
+
+def is_header_name(name: str) -> bool:
+    return bool(_HEADER_NAME.fullmatch(name))
+
+
+def _header_name(value: str) -> str:
+    name = value.strip()
+    if not is_header_name(name):
+        raise ValueError(f"not an HTTP header name: {value!r}")
+    return name
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+"""A config value naming an HTTP header (RFC 9110 token; surrounding spaces dropped)."""
 
 
 def _network(value: Any) -> Any:

@@ -12,14 +12,13 @@ every retry of a message and different for every new message.
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 from typing import ClassVar, Literal
 
 import orjson
 from pydantic import Field, field_validator
 
-from relay.config.types import Duration, Secrets
+from relay.config.types import Duration, Secrets, whsec_key
 from relay.events import PaymentEvent
 from relay.inbound import InboundRequest
 from relay.providers.base import (
@@ -36,14 +35,10 @@ from relay.providers.base import (
 )
 from relay.providers.mapping import ALL_SAMPLE_EVENTS, MappedProvider, MappedSourceConfig
 
-SECRET_PREFIX = "whsec_"
-
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret (the prefix is optional, as in the SDKs)."""
-    text = secret.strip().removeprefix(SECRET_PREFIX)
-    text += "=" * (-len(text) % 4)  # some senders print the key unpadded
-    return base64.b64decode(text, validate=True)
+    """The HMAC key of a source's `whsec_<base64>` secret (surrounding spaces ignored)."""
+    return whsec_key(secret.strip())
 
 
 class StandardWebhooksConfig(MappedSourceConfig):
@@ -57,7 +52,7 @@ class StandardWebhooksConfig(MappedSourceConfig):
         for index, secret in enumerate(value):
             try:
                 key = secret_key(secret)
-            except (ValueError, binascii.Error):
+            except ValueError:  # binascii.Error included
                 key = b""
             if not key:
                 # Never echo the secret itself into an error message.

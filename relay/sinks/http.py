@@ -20,9 +20,6 @@ A secret is `whsec_` + base64 of 24 to 64 random bytes, e.g.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -31,7 +28,14 @@ from pydantic import AfterValidator, Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
 from relay import clock
-from relay.config.types import Duration, Secrets, SinkConfig
+from relay.config.types import (
+    WHSEC_PREFIX,
+    Duration,
+    Secrets,
+    SinkConfig,
+    is_header_name,
+    whsec_key,
+)
 from relay.events import StoredEvent
 from relay.sinks.base import (
     USER_AGENT,
@@ -42,18 +46,16 @@ from relay.sinks.base import (
     classify_http,
 )
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header field name
 RESERVED_HEADERS = {"content-type", "content-length", "host", "transfer-encoding", "user-agent"}
 
 
 def _whsec(secrets: list[str]) -> list[str]:
     for secret in secrets:
-        key = secret.removeprefix("whsec_")
-        if key == secret:
+        if not secret.startswith(WHSEC_PREFIX):
             raise ValueError("not a Standard Webhooks secret: it must start with whsec_")
         try:
-            raw = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)
-        except (binascii.Error, ValueError):
+            raw = whsec_key(secret)
+        except ValueError:
             raise ValueError("not a Standard Webhooks secret: whsec_ must be followed by base64") from None
         if len(raw) < 24:
             raise ValueError(
@@ -77,7 +79,7 @@ class HttpSinkConfig(SinkConfig):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
             lowered = name.lower()
-            if not _TOKEN.match(name):
+            if not is_header_name(name):
                 raise ValueError(f"{name!r} is not a valid header name")
             if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
                 raise ValueError(f"header {name!r} is set by the relay and cannot be overridden")
