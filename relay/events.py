@@ -81,7 +81,7 @@ def rfc3339(moment: datetime | float | str | None) -> str | None:
         if text.isdigit():
             return rfc3339(int(text))
         try:
-            moment = _parse_iso(text)
+            moment = parse_iso(text)
         except ValueError:
             return None
     if not isinstance(moment, datetime):
@@ -94,16 +94,12 @@ def rfc3339(moment: datetime | float | str | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_iso(text: str) -> datetime:
-    text = text.replace(" ", "T", 1) if "T" not in text and " " in text else text
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # .NET sends 7 fractional digits; Python takes at most 6.
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits):]
-        text = f"{head}.{digits[:6]}{zone}"
+def parse_iso(text: str) -> datetime:
+    """An ISO 8601 date-time as Python 3.11's `datetime.fromisoformat` reads it (`Z`, a space
+    for `T`, .NET's 7 fractional digits or more), and a lowercase `z`; naive when no zone is
+    given. ValueError for anything else."""
+    if text.endswith("z"):
+        text = text[:-1] + "Z"
     return datetime.fromisoformat(text)
 
 

@@ -17,14 +17,14 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import orjson
 
 from relay.config.types import SourceConfig
-from relay.events import PaymentEvent, loads, rfc3339
+from relay.events import PaymentEvent, loads, parse_iso, rfc3339
 from relay.inbound import InboundRequest
 
 
@@ -267,7 +267,7 @@ def parse_instant(text: str) -> float | None:
     if text.isascii() and text.isdigit() and len(text) <= 12:
         return float(text)
     try:
-        moment = datetime.fromisoformat(text)
+        moment = parse_iso(text)
     except ValueError:
         return None
     if moment.tzinfo is None:
