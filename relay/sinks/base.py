@@ -1,4 +1,5 @@
-"""What every sink module implements: render an event, send it, classify the answer.
+"""What every sink module implements: deliver an event; for those that POST it (`PostSink`),
+render the request, send it, classify the answer.
 
 A sink never raises for a failed delivery: it returns `Delivered`, `RetryLater` or `Failed`, and
 the worker turns that into a mark, a scheduled retry or a dead letter. The reason and excerpt
@@ -94,6 +95,26 @@ class Sink(ABC):
     def redact(self, text: str) -> str:
         return redact(text, self.secrets)
 
+    def redacted(self, outcome: Outcome) -> Outcome:
+        """`outcome` with no URL or secret in its reason or excerpt (cut after redacting, so a
+        cut never leaves a secret's head unrecognised)."""
+        if isinstance(outcome, Delivered):
+            return outcome
+        reason = self.redact(outcome.reason)[:REASON_CHARS]
+        return replace(outcome, reason=reason, excerpt=self.redact(outcome.excerpt))
+
+    @abstractmethod
+    async def deliver(
+        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
+    ) -> Outcome:
+        """Deliver `event` (attempt counts from 1). Never raises for a failed delivery; the
+        outcome's reason and excerpt are redacted."""
+
+
+class PostSink(Sink):
+    """A sink that delivers with one HTTP POST: `render` the request, send it, `classify` the
+    answer (http, discord, slack)."""
+
     @abstractmethod
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
         """The HTTP request that delivers `event` (attempt counts from 1)."""
@@ -108,14 +129,6 @@ class Sink(ABC):
         """Render, POST (no redirects, the sink's timeout) and classify. Never raises; the
         outcome's reason and excerpt are redacted."""
         return self.redacted(await self._attempt(session, event, attempt))
-
-    def redacted(self, outcome: Outcome) -> Outcome:
-        """`outcome` with no URL or secret in its reason or excerpt (cut after redacting, so a
-        cut never leaves a secret's head unrecognised)."""
-        if isinstance(outcome, Delivered):
-            return outcome
-        reason = self.redact(outcome.reason)[:REASON_CHARS]
-        return replace(outcome, reason=reason, excerpt=self.redact(outcome.excerpt))
 
     async def _attempt(
         self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int

@@ -42,7 +42,7 @@ from relay.sinks.base import (
     HttpURL,
     OutboundRequest,
     Outcome,
-    Sink,
+    PostSink,
     classify_http,
 )
 
@@ -88,7 +88,7 @@ class HttpSinkConfig(SinkConfig):
         return value
 
 
-class HttpSink(Sink):
+class HttpSink(PostSink):
     kind = "http"
     Config = HttpSinkConfig
     config: HttpSinkConfig

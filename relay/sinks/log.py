@@ -9,7 +9,7 @@ import aiohttp
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
 from relay.logs import get_logger
-from relay.sinks.base import Delivered, OutboundRequest, Outcome, Sink, classify_http
+from relay.sinks.base import Delivered, Outcome, Sink
 
 log = get_logger("relay.sink.log")
 
@@ -23,12 +23,6 @@ class LogSink(Sink):
     kind = "log"
     Config = LogSinkConfig
     config: LogSinkConfig
-
-    def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
-        return OutboundRequest(url="", body=event.json, headers={})
-
-    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
-        return classify_http(status, headers, body)
 
     async def deliver(
         self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
