@@ -13,8 +13,8 @@ explorer, source, times, the event id in the footer, a colour per event type).
 Provider text can never ping anyone: every message carries `allowed_mentions: {"parse": []}`,
 provider text is markdown-escaped (no fake links, no `<@id>`), and `@everyone` / `@here` get a
 zero-width space after the `@` even in template output. Every Discord length limit is met by
-truncation, never by failing: content 2000, 10 embeds, title 256, description 4096, 25 fields,
-field name 256 / value 1024, footer 2048, author 256, 6000 across the embeds.
+truncation, never by failing: content 2000, title 256, description 4096, 25 fields, field name
+256 / value 1024, footer 2048, author 256, 6000 in the embed.
 
 Answers: 2xx delivered (`?wait=true`, so Discord confirms the message was saved); 429 waits
 `retry_after` (JSON, float seconds) or `Retry-After`, whichever is longer (a value that is not a
@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field
 from yarl import URL
 
 from relay import __version__
@@ -44,8 +44,8 @@ from relay.sinks.base import (
     HttpURL,
     OutboundRequest,
     Outcome,
+    PostSink,
     RetryLater,
-    Sink,
     classify_http,
     excerpt,
     rate_limit_wait,
@@ -55,7 +55,6 @@ from relay.sinks.base import (
 
 # Discord's limits (developers/resources/message.mdx, "Embed Limits"; execute webhook).
 CONTENT_MAX = 2000
-EMBEDS_MAX = 10
 TITLE_MAX = 256
 DESCRIPTION_MAX = 4096
 FIELDS_MAX = 25
@@ -98,7 +97,7 @@ def _snowflake(value: Any) -> Any:
 class DiscordSinkConfig(SinkConfig):
     type: Literal["discord"]
     url: HttpURL
-    project: str = Field(default="payrelay", min_length=1, max_length=256)
+    project: render.Project = "payrelay"
     username: str | None = Field(default=None, min_length=1, max_length=80)
     avatar_url: HttpURL | None = None
     template: Annotated[str | None, BeforeValidator(render.template_validator(escape))] = None
@@ -106,13 +105,8 @@ class DiscordSinkConfig(SinkConfig):
     details: bool = True  # the embed with the payment's details
     silent: bool = False  # SUPPRESS_NOTIFICATIONS: no push/desktop notification
 
-    @field_validator("project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        return render.one_line(value) or "payrelay"
 
-
-class DiscordSink(Sink):
+class DiscordSink(PostSink):
     kind = "discord"
     Config = DiscordSinkConfig
     config: DiscordSinkConfig
@@ -172,7 +166,7 @@ class DiscordSink(Sink):
 
     def payload(self, body: dict[str, Any]) -> dict[str, Any]:
         content = self.content(body)
-        embeds = fit_embeds([self.embed(body)][:EMBEDS_MAX]) if self.config.details else []
+        embeds = [fit_embed(self.embed(body))] if self.config.details else []
         if not content and not embeds:  # a template that rendered nothing: never send empty
             content = render.truncate(
                 render.neutralise_mentions(render.event_line(body, self.config.project, escape)),
@@ -260,42 +254,35 @@ def _size(embed: dict[str, Any]) -> int:
     return size
 
 
-def fit_embeds(embeds: list[dict[str, Any]], total: int = EMBEDS_TOTAL_MAX) -> list[dict[str, Any]]:
-    """Shrink embeds (already within their per-field limits) until all of them together hold
-    at most `total` characters: descriptions first, then fields from the last, then titles."""
-    embeds = embeds[:EMBEDS_MAX]
+def fit_embed(embed: dict[str, Any], total: int = EMBEDS_TOTAL_MAX) -> dict[str, Any]:
+    """Shrink the embed (already within its per-field limits) until it holds at most `total`
+    characters: the description first, then fields from the last, then footer, author, title."""
 
     def excess() -> int:
-        return sum(_size(e) for e in embeds) - total
+        return _size(embed) - total
 
-    for embed in reversed(embeds):
-        over = excess()
-        if over <= 0:
-            return embeds
-        description = embed.get("description")
-        if description:
-            keep = render.utf16_len(description) - over
-            if keep >= 40:
-                embed["description"] = render.truncate(description, keep)
-            else:
-                embed.pop("description")
-    for embed in reversed(embeds):
-        while excess() > 0 and embed.get("fields"):
-            embed["fields"].pop()
-        if not embed.get("fields"):
-            embed.pop("fields", None)
-    for embed in reversed(embeds):
-        over = excess()
-        if over <= 0:
-            break
-        for key, sub in (("footer", "text"), ("author", "name")):
-            part = embed.get(key)
-            if part and excess() > 0:
-                part[sub] = render.truncate(part[sub], max(0, render.utf16_len(part[sub]) - excess()))
-                if not part[sub]:
-                    embed.pop(key)
-        if excess() > 0 and embed.get("title"):
-            embed["title"] = render.truncate(embed["title"], max(1, render.utf16_len(embed["title"]) - excess()))
-    while len(embeds) > 1 and excess() > 0:
-        embeds.pop()
-    return embeds
+    over = excess()
+    if over <= 0:
+        return embed
+    description = embed.get("description")
+    if description:
+        keep = render.utf16_len(description) - over
+        if keep >= 40:
+            embed["description"] = render.truncate(description, keep)
+        else:
+            embed.pop("description")
+    while excess() > 0 and embed.get("fields"):
+        embed["fields"].pop()
+    if not embed.get("fields"):
+        embed.pop("fields", None)
+    if excess() <= 0:
+        return embed
+    for key, sub in (("footer", "text"), ("author", "name")):
+        part = embed.get(key)
+        if part and excess() > 0:
+            part[sub] = render.truncate(part[sub], max(0, render.utf16_len(part[sub]) - excess()))
+            if not part[sub]:
+                embed.pop(key)
+    if excess() > 0 and embed.get("title"):
+        embed["title"] = render.truncate(embed["title"], max(1, render.utf16_len(embed["title"]) - excess()))
+    return embed

@@ -23,11 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from functools import cache, lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import AfterValidator, Field
 
 from relay.redact import redact
 from relay.sinks.base import RenderError, is_http_url
@@ -114,6 +115,14 @@ def one_line(value: Any) -> str:
     if value is None:
         return ""
     return _SPACE.sub(" ", str(value)).strip()
+
+
+def _project(value: str) -> str:
+    return one_line(value) or "payrelay"
+
+
+Project = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_project)]
+"""A chat sink's `project:` key: the operator's name the event line starts with, one line."""
 
 
 _MENTION = re.compile(r"@(?=(?:everyone|here|channel)\b)", re.IGNORECASE)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import orjson
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator
 
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
@@ -35,7 +35,7 @@ from relay.sinks.base import (
     HttpURL,
     OutboundRequest,
     Outcome,
-    Sink,
+    PostSink,
     classify_http,
     excerpt,
 )
@@ -54,21 +54,16 @@ escape = render.slack_escape
 class SlackSinkConfig(SinkConfig):
     type: Literal["slack"]
     url: HttpURL
-    project: str = Field(default="payrelay", min_length=1, max_length=256)
+    project: render.Project = "payrelay"
     template: Annotated[str | None, BeforeValidator(render.template_validator(escape))] = None
     details: bool = True  # blocks with the payment's details
-
-    @field_validator("project")
-    @classmethod
-    def _project(cls, value: str) -> str:
-        return render.one_line(value) or "payrelay"
 
 
 def _cut(text: str, limit: int) -> str:
     return render.truncate(text, limit, entities=True)
 
 
-class SlackSink(Sink):
+class SlackSink(PostSink):
     kind = "slack"
     Config = SlackSinkConfig
     config: SlackSinkConfig
