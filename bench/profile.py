@@ -32,7 +32,7 @@ INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
     ("arq start_jobs (claim: WATCH/EXISTS/ZSCORE/MULTI per job)", ("start_jobs (arq",)),
     ("arq run_job + finish_job", ("run_job (arq", "finish_job (arq")),
     ("process_inbound job (normalize+claim+fan-out)", ("process_inbound (workers",)),
-    ("Pipeline.attempt -> sink.deliver", ("deliver (relay/sinks",)),
+    ("Pipeline.send -> sink.deliver", ("deliver (relay/sinks",)),
     ("Pipeline.record (delivered marks: one script call)", ("record (relay/delivery",)),
     ("Pipeline.handle_event claim script", ("handle_event (relay/delivery",)),
     ("structlog calls", ("structlog/",)),

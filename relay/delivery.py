@@ -86,12 +86,12 @@ class Attempt:
 
     event: StoredEvent
     sink: str
-    attempt: int
+    number: int  # counts from 1; a rate-limit wait keeps it (the job kwarg is `attempt`)
     waits: int
     received_at: float
 
     def job_kwargs(self) -> dict[str, Any]:
-        return {"event": self.event.json, "sink": self.sink, "attempt": self.attempt,
+        return {"event": self.event.json, "sink": self.sink, "attempt": self.number,
                 "waits": self.waits, "received_at": self.received_at}
 
 
@@ -174,7 +174,7 @@ class Pipeline:
         """Send to every sink at once and record each sink's outcome as soon as it is known:
         a slow sink neither delays the record of a fast one (which would widen the window for
         duplicates) nor its next event. Outcomes that arrive together share one record."""
-        pending = {asyncio.ensure_future(self.attempt(a)): a for a in attempts}
+        pending = {asyncio.ensure_future(self.send(a)): a for a in attempts}
         try:
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -213,10 +213,10 @@ class Pipeline:
         if attempt.sink not in self.sinks:
             outcome: Outcome = Failed(f"sink {attempt.sink!r} is no longer configured")
         else:
-            outcome = await self.attempt(attempt)
+            outcome = await self.send(attempt)
         await self.record([(attempt, outcome)])
 
-    async def attempt(self, attempt: Attempt) -> Outcome:
+    async def send(self, attempt: Attempt) -> Outcome:
         """One try at one sink (after a rate-limit slot, when the sink has a limit)."""
         sink = self.sinks[attempt.sink]
         limit = sink.config.rate_limit
@@ -229,7 +229,7 @@ class Pipeline:
             return refused
         outcome: Outcome | None = None
         try:
-            outcome = await sink.deliver(self.session, attempt.event, attempt.attempt)
+            outcome = await sink.deliver(self.session, attempt.event, attempt.number)
         except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
             reason = redact(f"internal error in sink: {type(exc).__name__}: {exc}")
@@ -284,7 +284,7 @@ class Pipeline:
         await self._delivered(keys=keys, args=args)
         # One line per event, not per sink: logging is a tenth of a worker's CPU.
         log.info("delivered", event_id=event.id, source=event.source,
-                 sink=",".join(a.sink for a in attempts), attempt=attempts[0].attempt)
+                 sink=",".join(a.sink for a in attempts), attempt=attempts[0].number)
 
     def _record_failure(
         self, pipe: Any, attempt: Attempt, outcome: RetryLater | Failed, now: float
@@ -293,17 +293,17 @@ class Pipeline:
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
         fields = {"event_id": event_id, "source": attempt.event.source, "sink": sink,
-                  "attempt": attempt.attempt}
+                  "attempt": attempt.number}
         health = {"last_error": outcome.reason, "last_error_at": now,
                   "last_status": outcome.status or 0}
         self._last_ok_written.pop(sink, None)  # the next success is written at once
         retry = self._next(attempt, outcome)
         if retry is not None:
             delay, following = retry
-            job_id = delivery_job_id(event_id, sink, following.attempt, following.waits)
+            job_id = delivery_job_id(event_id, sink, following.number, following.waits)
             add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
             pipe.hset(state_key, sink, f"job:{job_id}")
-            kind = "rate_limited" if following.attempt == attempt.attempt else "retry"
+            kind = "rate_limited" if following.number == attempt.number else "retry"
             pipe.hincrby(self.keys.stats, delivery_stat(sink, kind), 1)
             pipe.hset(self.keys.sink_health(sink), mapping=health)
             log.warning("delivery will be retried", reason=outcome.reason,
@@ -313,7 +313,7 @@ class Pipeline:
         self.dlq.add(pipe, DeadLetter(
             id=delivery_letter_id(event_id, sink), kind="delivery",
             source=attempt.event.source, failed_at=now, reason=outcome.reason,
-            attempts=attempt.attempt, sink=sink, event_id=event_id,
+            attempts=attempt.number, sink=sink, event_id=event_id,
             event_type=attempt.event.type, last_status=outcome.status,
             excerpt=outcome.excerpt, received_at=attempt.received_at, event=attempt.event.json,
         ))
@@ -341,14 +341,14 @@ class Pipeline:
             # A rate limit is a wait, not a failure: same attempt number, as long as asked.
             delay = min(ceiling, asked if asked is not None else DEFAULT_RATE_WAIT_S)
             delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
-            return delay, Attempt(attempt.event, attempt.sink, attempt.attempt, attempt.waits + 1,
+            return delay, Attempt(attempt.event, attempt.sink, attempt.number, attempt.waits + 1,
                                   attempt.received_at)
-        scheduled = next_delay(retry, attempt.attempt)
+        scheduled = next_delay(retry, attempt.number)
         if scheduled is None:
             return None
         # Never sooner than Retry-After asks.
         delay = scheduled if asked is None else max(scheduled, min(ceiling, asked))
-        return delay, Attempt(attempt.event, attempt.sink, attempt.attempt + 1, attempt.waits,
+        return delay, Attempt(attempt.event, attempt.sink, attempt.number + 1, attempt.waits,
                               attempt.received_at)
 
 
