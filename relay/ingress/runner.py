@@ -87,7 +87,8 @@ async def serve(app: web.Application, host: str, port: int, *, stop: asyncio.Eve
         began = asyncio.get_running_loop().time()
         draining = True
         await site.stop()  # closes the listening socket: new connections are refused
-        assert runner.server is not None
+        if runner.server is None:  # set by setup(); an if, not an assert (python -O drops those)
+            raise RuntimeError("aiohttp's AppRunner has no server after setup()")
         await _drain(runner.server, began, body_deadline_s, drain_s)
     finally:
         await runner.cleanup()  # the rest as aiohttp does it; app cleanup closes Redis
