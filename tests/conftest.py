@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 ConfigFactory = Callable[..., LoadedConfig]
 Client = TestClient[web.Request, web.Application]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Nothing is written into the repository: hypothesis keeps its caches and example
+    database (by default ./.hypothesis) under the system's temporary directory."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "payrelay-hypothesis")
 
 
 @pytest.fixture(scope="session")
