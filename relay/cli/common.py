@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
@@ -26,7 +26,7 @@ DEV_CONFIG = "config/relay.dev.yaml"
 STATE_DIR = Path(".relay")
 URL_FILE = STATE_DIR / "redis.url"  # lets `relay status` / `relay dlq` find the embedded Redis
 
-Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # add_subparsers()
 Handler = Callable[[argparse.Namespace], int]
 
 
