@@ -24,12 +24,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 import yaml
 
-from relay.embedded import EmbeddedRedis, free_port
+from relay.embedded import EmbeddedRedis
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
@@ -55,7 +55,7 @@ def log(msg: str) -> None:
 # The same placement for every server in a comparison.
 
 def cpus_server() -> set[int]:
-    return {0} if NCPU >= 2 else {0}
+    return {0}
 
 
 def cpus_client() -> set[int]:
@@ -173,7 +173,7 @@ def wait_http(port: int, path: str = "/healthz", timeout: float = 30.0,
 class RssSampler:
     """Samples RSS of named processes every `interval` s in a thread; keeps start, peak, last."""
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self.procs: dict[str, psutil.Process] = {}
         self.stats: dict[str, dict[str, float]] = {}
@@ -182,9 +182,8 @@ class RssSampler:
         self._lock = threading.Lock()
 
     def watch(self, name: str, pid: int) -> None:
-        with self._lock:
-            with contextlib.suppress(psutil.Error):
-                self.procs[name] = psutil.Process(pid)
+        with self._lock, contextlib.suppress(psutil.Error):
+            self.procs[name] = psutil.Process(pid)
         self._sample_one(name)
 
     def _sample_one(self, name: str) -> None:
@@ -206,7 +205,7 @@ class RssSampler:
             for name in names:
                 self._sample_one(name)
 
-    def __enter__(self) -> RssSampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -411,13 +410,12 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
 
 
 def machine() -> dict[str, Any]:
     import aiohttp
-
     import redis
 
     cpu = platform.processor() or ""
@@ -473,7 +471,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _busy_seconds() -> float:
-    """user + nice + system CPU seconds of the whole machine (irq/softirq/steal left out)."""
+    """User + nice + system CPU seconds of the whole machine (irq/softirq/steal left out)."""
     with open("/proc/stat") as fh:
         fields = fh.readline().split()[1:]
     user, nice, system = (int(x) for x in fields[:3])
@@ -501,7 +499,7 @@ class CpuNoise:
     """How many CPUs' worth of work processes *not* started by the benchmark did meanwhile
     (another test suite on a shared box), and the VM's steal time."""
 
-    def __enter__(self) -> CpuNoise:
+    def __enter__(self) -> Self:
         self.t0 = time.monotonic()
         self.busy0, self.mine0, self.steal0 = _busy_seconds(), _mine_seconds(), _steal_seconds()
         self.other_cpus = 0.0
@@ -517,7 +515,7 @@ class CpuNoise:
 
 
 def cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds a live process has used so far (0 when it is gone)."""
+    """User + system CPU seconds a live process has used so far (0 when it is gone)."""
     try:
         t = psutil.Process(pid).cpu_times()
         return t.user + t.system

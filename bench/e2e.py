@@ -22,8 +22,24 @@ import aiohttp
 import redis as redis_sync
 
 from bench.common import (
-    HOST, PREFIX, PY, REPO, REQUESTS, CpuNoise, Procs, cpu_seconds, RssSampler, free_port, log, redis_server,
-    save_result, sink_configs, start_ingress, start_sink_server, start_worker, workspace,
+    HOST,
+    PREFIX,
+    PY,
+    REPO,
+    REQUESTS,
+    CpuNoise,
+    Procs,
+    RssSampler,
+    cpu_seconds,
+    free_port,
+    log,
+    redis_server,
+    save_result,
+    sink_configs,
+    start_ingress,
+    start_sink_server,
+    start_worker,
+    workspace,
     write_config,
 )
 
@@ -116,7 +132,7 @@ class Rig:
     """Redis + fake sinks + ingress, for e2e and memory."""
 
     def __init__(self, tmp: Path, procs: Procs, redis_url: str, concurrency: int | None = None,
-                 log_level: str = "INFO", retry: dict[str, Any] | None = None):
+                 log_level: str = "INFO", retry: dict[str, Any] | None = None) -> None:
         self.tmp, self.procs, self.redis_url = tmp, procs, redis_url
         self.sink_port = free_port()
         self.sinks_proc = start_sink_server(procs, self.sink_port)
@@ -217,7 +233,7 @@ def latency_at(rig: Rig, rate: float, seconds: float, seq_base: int,
             capture_output=True, text=True, timeout=seconds + 60, cwd=str(REPO))
     load = json.loads(out.stdout.strip().splitlines()[-1])
     sent_done = time.monotonic()
-    done, counts = wait_delivered(rig.r, before + len(healthy) * load["accepted"], timeout=60,
+    done, _counts = wait_delivered(rig.r, before + len(healthy) * load["accepted"], timeout=60,
                                   sinks=healthy)
     drain_s = done - sent_done
     sinks = sink_stats(rig.sink_port)

@@ -23,9 +23,26 @@ from typing import Any
 import redis as redis_sync
 
 from bench.common import (
-    HOST, PREFIX, PY, REPO, REQUESTS, cpus_client, cpus_server, free_port, hmac_source_kind, log,
-    CpuNoise, cpu_seconds, redis_server, registered_providers, save_result, start_ingress, wait_http, workspace,
-    write_config, pin,
+    HOST,
+    PREFIX,
+    PY,
+    REPO,
+    REQUESTS,
+    CpuNoise,
+    cpu_seconds,
+    cpus_client,
+    cpus_server,
+    free_port,
+    hmac_source_kind,
+    log,
+    pin,
+    redis_server,
+    registered_providers,
+    save_result,
+    start_ingress,
+    wait_http,
+    workspace,
+    write_config,
 )
 
 DURATION_S = 6
@@ -102,7 +119,7 @@ def ensure_wrk() -> str | None:
 
 
 def write_pool(path: Path, source: str, n: int) -> str:
-    """n distinct signed requests; returns the header that carries the credential."""
+    """N distinct signed requests; returns the header that carries the credential."""
     make = REQUESTS[source]
     header = "X-API-KEY" if source == "ivpay" else None
     base_ns = time.time_ns()

@@ -1,4 +1,4 @@
-"""Load client processes (aiohttp), one JSON summary line on stdout when done.
+r"""Load client processes (aiohttp), one JSON summary line on stdout when done.
 
 closed loop (the fallback when wrk is missing), C connections for D seconds, bodies from a pool
 file of `<header value>\\t<body>` lines:
@@ -29,7 +29,7 @@ def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))], 3)
+    return round(ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))], 3)
 
 
 async def closed(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,7 +57,7 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
                         "Content-Type": "application/json", args.header: value}) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     errors += 1
                 latencies.append((time.perf_counter() - started) * 1000)
 
@@ -107,7 +107,7 @@ async def rate(args: argparse.Namespace) -> dict[str, Any]:
                             wait = min(5.0, float(resp.headers.get("Retry-After", "1")))
                         except ValueError:
                             wait = 1.0
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     errors += 1
                 if not args.retry or time.monotonic() + wait > give_up_at:
                     gave_up += 1

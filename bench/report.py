@@ -58,8 +58,7 @@ def chart(results: dict[str, Any]) -> None:
         if e2e.get("arq_noop"):
             vals.append(("arq no-op\njobs/s", e2e["arq_noop"]["jobs_per_s"]))
         bars = ax.bar(range(len(vals)), [v for _, v in vals],
-                      color=(["#3f7fd9", "#3f7fd9", "#7fb3e6", "#7fb3e6"][: len(vals) - 1]
-                             + ["#d98c3f"]))
+                      color=([*["#3f7fd9", "#3f7fd9", "#7fb3e6", "#7fb3e6"][:len(vals) - 1], "#d98c3f"]))
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
         ax.set_xticks(range(len(vals)), [k for k, _ in vals], fontsize=8)
         ax.axhline(1000, color="red", ls="--", lw=1, label="target 1000 events/s per worker")

@@ -23,7 +23,16 @@ import urllib.request
 from typing import Any
 
 from bench.common import (
-    HOST, PREFIX, PY, REPO, RssSampler, log, redis_server, save_result, workspace,
+    HOST,
+    PREFIX,
+    PY,
+    REPO,
+    RssSampler,
+    log,
+    redis_server,
+    save_result,
+    start_ingress,
+    workspace,
 )
 from bench.e2e import SINKS, Rig, delivered, sink_post, sink_stats, stats_hash
 
@@ -93,8 +102,8 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
                 proc = web if name == "web" else worker
                 if not proc.alive():
                     restarts[name] += 1
-                    timeline.append((round(now, 1), f"{name} exited ({proc.popen.returncode}); "
-                                     "restarted"))
+                    timeline.append((round(now, 1), (f"{name} exited ({proc.popen.returncode}); "
+                                     "restarted")))
                     log(f"soak: {name} exited with {proc.popen.returncode}: restarting\n"
                         f"{proc.tail(5)}")
                     if name == "web":

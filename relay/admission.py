@@ -45,7 +45,7 @@ class _SinkState:
 
 
 class Admission:
-    def __init__(self, max_in_flight: dict[str, int]):
+    def __init__(self, max_in_flight: dict[str, int]) -> None:
         self._caps = max_in_flight
         self._sinks: dict[str, _SinkState] = {}
 

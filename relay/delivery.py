@@ -110,7 +110,7 @@ class Pipeline:
         config: RelayConfig,
         sinks: dict[str, Sink],
         session: aiohttp.ClientSession,
-    ):
+    ) -> None:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.key_prefix)

@@ -50,7 +50,7 @@ def delivery_letter_id(event_id: str, sink: str) -> str:
 
 
 class DeadLetterQueue:
-    def __init__(self, redis: Any, keys: Keys, max_entries: int = 100_000):
+    def __init__(self, redis: Any, keys: Keys, max_entries: int = 100_000) -> None:
         self.redis = redis
         self.keys = keys
         self.max_entries = max_entries

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 
 def redis_server_binary() -> str:
@@ -37,7 +38,7 @@ class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1 with its data under `directory`."""
 
     def __init__(self, directory: str | os.PathLike[str], port: int | None = None,
-                 appendonly: bool = True):
+                 appendonly: bool = True) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -94,7 +95,7 @@ class EmbeddedRedis:
             self.process.wait()
         self.process = None
 
-    def __enter__(self) -> EmbeddedRedis:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

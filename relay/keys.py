@@ -22,7 +22,7 @@ class Keys:
 
     @property
     def queue(self) -> str:
-        """arq's sorted set of job ids (score = ms when runnable); running jobs stay in it."""
+        """Arq's sorted set of job ids (score = ms when runnable); running jobs stay in it."""
         return f"{self.prefix}:queue"
 
     def inbound_seen(self, inbound_id: str) -> str:

@@ -24,7 +24,7 @@ _SIGNATURE_LIKE = re.compile(r"whsec_[A-Za-z0-9+/=]+")
 
 
 class Redactor:
-    def __init__(self, secrets: Iterable[str] = ()):
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:

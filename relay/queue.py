@@ -45,7 +45,7 @@ return 1
 
 
 def serialize(obj: Any) -> bytes:
-    """arq's job serializer: msgpack keeps raw body bytes as bytes (JSON could not)."""
+    """Arq's job serializer: msgpack keeps raw body bytes as bytes (JSON could not)."""
     return msgpack.packb(obj, use_bin_type=True)
 
 
@@ -100,7 +100,7 @@ class ScriptBatcher:
     Redis, bounds the ingress (measured in docs/benchmarks.md). No library batches this way.
     """
 
-    def __init__(self, redis: Any, source: str):
+    def __init__(self, redis: Any, source: str) -> None:
         self.redis = redis
         self.script = redis.register_script(source)
         self._pending: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
@@ -151,7 +151,7 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 class InboundStore:
-    def __init__(self, redis: Any, keys: Keys, dedupe_window_s: float):
+    def __init__(self, redis: Any, keys: Keys, dedupe_window_s: float) -> None:
         self.redis = redis
         self.keys = keys
         self.window_ms = int(dedupe_window_s * 1000)

@@ -27,7 +27,7 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 
 
 class RateLimiter:
-    def __init__(self, redis: Any):
+    def __init__(self, redis: Any) -> None:
         self._script = redis.register_script(_ACQUIRE)
 
     async def acquire(self, key: str, limit: RateLimit) -> float:

@@ -26,7 +26,7 @@ WORKER_SOCKET_TIMEOUT_S = 5.0  # a half-open connection fails a command after th
 
 
 def arq_settings(url: str) -> RedisSettings:
-    """arq's settings for `url`: TLS without cert checks for rediss://, retries on blips."""
+    """Arq's settings for `url`: TLS without cert checks for rediss://, retries on blips."""
     settings = RedisSettings.from_dsn(url)
     return dataclasses.replace(
         settings,

@@ -39,7 +39,7 @@ class MemoryState:
 
     @property
     def fraction(self) -> float | None:
-        """used / max, or None when there is no limit or it is unknown."""
+        """Used / max, or None when there is no limit or it is unknown."""
         if not self.max_bytes or self.used_bytes is None:
             return None
         return self.used_bytes / self.max_bytes
@@ -56,7 +56,7 @@ class MemoryState:
 class EvictingRedis(Exception):
     """Redis may evict keys and the config does not allow it: the process must not start."""
 
-    def __init__(self, policy: str):
+    def __init__(self, policy: str) -> None:
         self.policy = policy
         super().__init__(eviction_message(policy, allowed=False))
 

@@ -15,7 +15,7 @@ from relay.redis_memory import MemoryState, eviction_message, memory_message, sh
 
 UNREADABLE_POLICY = ("Redis maxmemory-policy could not be read (INFO memory): make sure it "
                      "is noeviction")
-BUCKET_LABELS = tuple(str(b) for b in LATENCY_BUCKETS) + ("+Inf",)
+BUCKET_LABELS = (*tuple(str(b) for b in LATENCY_BUCKETS), "+Inf")
 
 
 @dataclass

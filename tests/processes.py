@@ -43,7 +43,7 @@ class RelayProcess:
 
     def __init__(self, command: str, config: Path, log_dir: Path, redis_url: str,
                  port: int | None = None, extra_env: dict[str, str] | None = None,
-                 clock_shift_s: float | None = None):
+                 clock_shift_s: float | None = None) -> None:
         self.command = command
         self.config = config
         self.port = port or (free_port() if command == "serve" else None)

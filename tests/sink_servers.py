@@ -33,6 +33,7 @@ the answer, including requests that were scripted to hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
@@ -421,10 +422,8 @@ class SinkServer:
         queue = self._scripts.get(request.path)
         reply = queue.popleft() if queue else self._default(flavour, record, payload)
         if reply.delay:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), reply.delay)
-            except TimeoutError:
-                pass
         record.status = reply.status
         return self._response(reply)
 

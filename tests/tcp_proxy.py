@@ -45,7 +45,7 @@ CHUNK = 65536
 
 class TcpProxy:
     def __init__(self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1",
-                 port: int = 0):
+                 port: int = 0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.host = host
         self.port = port  # the bound port once started

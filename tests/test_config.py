@@ -71,11 +71,7 @@ def test_five_mistakes_reported_with_paths(tmp_path: Path) -> None:
 
 def test_example_and_dev_configs_are_valid() -> None:
     """The shipped example (with its variables set) and dev configs pass check-config."""
-    env = {name: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" for name in (
-        "IVPAY_API_KEY", "COINPAYMENTS_CLIENT_ID", "COINPAYMENTS_CLIENT_SECRET",
-        "COINPAYMENTS_IPN_SECRET", "COINPAYMENTS_MERCHANT_ID", "CALYPSO_SECRET_KEY",
-        "CRYPTOIX_WEBHOOK_SECRET", "COINABLE_URL_TOKEN", "PARTNER_WHSEC", "BTCPAY_WEBHOOK_SECRET",
-        "COINBASE_WEBHOOK_SECRET", "SHOP_WEBHOOK_SECRET")}
+    env = dict.fromkeys(("IVPAY_API_KEY", "COINPAYMENTS_CLIENT_ID", "COINPAYMENTS_CLIENT_SECRET", "COINPAYMENTS_IPN_SECRET", "COINPAYMENTS_MERCHANT_ID", "CALYPSO_SECRET_KEY", "CRYPTOIX_WEBHOOK_SECRET", "COINABLE_URL_TOKEN", "PARTNER_WHSEC", "BTCPAY_WEBHOOK_SECRET", "COINBASE_WEBHOOK_SECRET", "SHOP_WEBHOOK_SECRET"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     env["DISCORD_WEBHOOK_URL"] = "https://discord.com/api/webhooks/1/abc"
     env["SLACK_WEBHOOK_URL"] = "https://hooks.slack.com/services/T/B/x"
     import os

@@ -66,7 +66,7 @@ def full_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 class Flood:
     """Senders that post new webhooks until told to stop; each is sent once here."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str) -> None:
         self.url = url
         self.next = 0
         self.accepted: set[int] = set()

@@ -66,7 +66,7 @@ class Provider:
     """Posts webhooks like a provider: retries on 503 or a refused connection; remembers
     which were answered 2xx and when each was first sent."""
 
-    def __init__(self, url: str, tag: str):
+    def __init__(self, url: str, tag: str) -> None:
         self.url, self.tag = url, tag
         self.accepted: set[int] = set()
         self.answered_503 = 0

@@ -136,7 +136,7 @@ async def test_sigterm_answers_requests_whose_body_is_still_arriving(
           f"{len(answered)} of {CLIENTS} answered 200, exit {code} after {exited_after:.1f}s; "
           f"idle keep-alive connection closed after {idle_closed:.2f}s")
     assert len(answered) == CLIENTS, results
-    for status, headers, payload in answered:
+    for _status, headers, payload in answered:
         assert headers.get("connection", "").lower() == "close"  # the client knows not to reuse
         job_id = orjson.loads(payload)["id"]
         assert await redis.exists(f"arq:job:{job_id}"), job_id

@@ -116,7 +116,7 @@ def test_the_cli_loads_only_itself_until_a_command_runs(
 
 
 def _type_checking_only(tree: ast.Module) -> set[int]:
-    """ids of the import nodes under `if TYPE_CHECKING:` (never executed)."""
+    """Ids of the import nodes under `if TYPE_CHECKING:` (never executed)."""
     skipped: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and (

@@ -359,7 +359,7 @@ async def raw_get(port: int, target: bytes, headers: bytes = b"") -> int:
 
 @pytest.mark.parametrize("path", [b"/metrics", b"/status", b"/status.json"])
 async def test_non_utf8_or_non_ascii_tokens_are_a_plain_401(ingress: Any, path: bytes) -> None:
-    """A bearer token with bytes \\xff\\xfe, a non-ASCII one, or such a `?token=`: 401, as for
+    r"""A bearer token with bytes \\xff\\xfe, a non-ASCII one, or such a `?token=`: 401, as for
     any wrong token, never a 500; the right token still works."""
     token = "admin-test-token-0001"
     client = await ingress({"admin": {"token": token}, "sinks": {"console": {"type": "log"}}})

@@ -112,7 +112,7 @@ def test_parse_info_subtracts_what_redis_does_not_count() -> None:
 
 
 def test_shed_threshold() -> None:
-    """ratio of maxmemory, at least 4 MiB free, never below half."""
+    """Ratio of maxmemory, at least 4 MiB free, never below half."""
     assert shed_at_bytes(100 * MIB, 0.9) == 90 * MIB
     assert shed_at_bytes(20 * MIB, 0.9) == 16 * MIB
     assert shed_at_bytes(6 * MIB, 0.9) == 3 * MIB
@@ -271,7 +271,7 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 async def test_sheds_near_maxmemory_without_a_round_trip_per_webhook(
     mem_redis: Any, start_ingress: Any
 ) -> None:
-    """noeviction with little room: the ingress answers 503 + Retry-After before Redis is full
+    """Noeviction with little room: the ingress answers 503 + Retry-After before Redis is full
     (the workers' headroom stays free), /readyz is 503 naming why, the 503s are counted in
     Redis, status and metrics; while shedding a webhook costs no Redis command."""
     limit = await limit_memory(mem_redis, 6 * MIB)  # sheds 4 MiB below: 2 MiB to fill

@@ -34,7 +34,7 @@ def test_default_schedule_spans_more_than_a_day() -> None:
 
 async def test_arq_try_budget_outlasts_restarts(ingress: Any, run_worker: Any, redis: Any,
                                                 config_factory: Any) -> None:
-    """arq counts every SIGTERM cancel and SIGKILL recovery as a try and drops a job past its
+    """Arq counts every SIGTERM cancel and SIGKILL recovery as a try and drops a job past its
     `max_tries` (default 5). A stored webhook whose job was already tried 10,000 times (arq's
     own retry counter, as many restarts would leave it) is still delivered by a real worker."""
     raw = {"sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},

@@ -32,7 +32,7 @@ REDIS_RETRY_S = 2  # a job that met a Redis error, or its own deadline, runs aga
 
 
 def _again(seconds: float = REDIS_RETRY_S) -> Retry:
-    """arq's `Retry`, which keeps the job queued; arq adds `defer` to the host clock, so the
+    """Arq's `Retry`, which keeps the job queued; arq adds `defer` to the host clock, so the
     delay is corrected to land `seconds` after Redis's now (relay.clock)."""
     return Retry(defer=CLOCK.host_defer(seconds))
 

@@ -179,12 +179,13 @@ async def run_worker(loaded: LoadedConfig) -> None:
         worker = build_worker(loaded)  # inside the loop: arq binds its signal handlers to it
         try:
             await worker.async_run()
-            return
         except asyncio.CancelledError:  # SIGTERM / SIGINT: arq cancelled its main task
             return
         except (RedisError, OSError) as exc:
             log.warning("redis unavailable: restarting the worker loop", error=repr(exc)[:200],
                         retry_in_s=backoff)
+        else:
+            return
         finally:
             try:
                 await worker.close()

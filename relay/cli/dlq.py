@@ -103,7 +103,7 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     print(f"{total} dead letter(s); newest first")
     for x in letters:
         target = f"sink={x.sink}" if x.kind == "delivery" else "normalize"
-        status = x.last_status if x.last_status else "-"
+        status = x.last_status or "-"
         print(f"{x.id}  {_when(x.failed_at)}  {target}  source={x.source}  "
               f"type={x.event_type or '-'}  attempts={x.attempts}  status={status}  {x.reason}")
     return 0

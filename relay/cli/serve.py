@@ -20,7 +20,7 @@ from relay.cli.common import (
 def add_parser(sub: Subcommands) -> None:
     parser = add_command(sub, "serve", run, "run the ingress web server")
     parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - SPEC 2: the ingress listens publicly
     parser.add_argument("--port", type=int, help="default: $PORT, else 8000")
 
 

@@ -106,7 +106,7 @@ class LoadedConfig:
 
 
 class ConfigError(Exception):
-    def __init__(self, path: str, errors: list[tuple[str, str]]):
+    def __init__(self, path: str, errors: list[tuple[str, str]]) -> None:
         self.path = path
         self.errors = errors
         super().__init__("\n".join(f"{p}: {m}" for p, m in errors))
@@ -179,8 +179,8 @@ def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
     budget = config.worker.job_timeout - 5
     for name, sink in config.sinks.items():
         if sink.timeout > budget:
-            errors.append((f"sinks.{name}.timeout", f"{sink.timeout:g}s does not fit inside "
-                           f"worker.job_timeout ({config.worker.job_timeout:g}s) minus 5s"))
+            errors.append((f"sinks.{name}.timeout", (f"{sink.timeout:g}s does not fit inside "
+                           f"worker.job_timeout ({config.worker.job_timeout:g}s) minus 5s")))
         for index, source in enumerate(sink.sources or []):
             if source not in config.sources:
                 errors.append((f"sinks.{name}.sources[{index}]", f"unknown source {source!r}"))

@@ -93,7 +93,7 @@ async def _snapshot(request: web.Request) -> Snapshot:
 class SnapshotCollector:
     """A prometheus_client Collector that yields the metric families of one snapshot."""
 
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
 
     def collect(self) -> list[Metric]:

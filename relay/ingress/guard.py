@@ -65,7 +65,7 @@ def ip_allowed(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddres
 class RejectionLog:
     """Every rejection: a log line, a counter and an entry in a capped list for `relay status`."""
 
-    def __init__(self, redis: Any, keys: Keys):
+    def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
 

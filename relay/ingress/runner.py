@@ -137,7 +137,7 @@ async def _drain(server: Any, began: float, body_deadline_s: float, drain_s: flo
                 # The handler's next read raises it; aiohttp answers an HTTPException as the
                 # response (web_protocol.py _handle_request). No lingering read afterwards:
                 # it would hit the same exception and be logged as unhandled.
-                conn._lingering_time = 0.0
+                conn._lingering_time = 0.0  # noqa: SLF001 - see the module docstring
                 request.content.set_exception(_unavailable())
                 cut_short += 1
         await asyncio.sleep(POLL_S)

@@ -46,7 +46,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 class IngressGuard:
     def __init__(self, redis: Any, keys: Keys, config: RelayConfig, log: Any,
-                 interval: float = INTERVAL_S):
+                 interval: float = INTERVAL_S) -> None:
         self.redis = redis
         self.keys = keys
         self.ratio = config.server.shed_memory_ratio

@@ -31,7 +31,7 @@ from relay.inbound import InboundRequest
 class Rejected(Exception):
     """The ingress answers `status` with `{"error": error}`; `reason` is for the rejection log."""
 
-    def __init__(self, status: int, error: str, reason: str):
+    def __init__(self, status: int, error: str, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.error = error
@@ -71,7 +71,7 @@ class Provider(ABC):
     # Canonical types `sample()` can produce, for `relay trigger` (e.g. "paid", "completed").
     sample_events: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, name: str, config: SourceConfig):
+    def __init__(self, name: str, config: SourceConfig) -> None:
         self.name = name
         self.config = config
 
@@ -147,7 +147,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _without_lone_surrogates(value: Any) -> Any:
-    """JSON may escape half a surrogate pair (`"\\ud800"`); no UTF-8 output can carry one, so it
+    r"""JSON may escape half a surrogate pair (`"\\ud800"`); no UTF-8 output can carry one, so it
     becomes U+FFFD (else the event id and the event JSON could not be written)."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)

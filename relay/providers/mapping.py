@@ -105,7 +105,7 @@ class MappedProvider(Provider):
 
     config: MappedSourceConfig
 
-    def __init__(self, name: str, config: MappedSourceConfig):
+    def __init__(self, name: str, config: MappedSourceConfig) -> None:
         super().__init__(name, config)
         # What `relay trigger` can send depends on this source's event_types: the canonical
         # types it maps to, plus `other` (an event it does not list).

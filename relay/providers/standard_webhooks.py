@@ -69,7 +69,7 @@ class StandardWebhooksProvider(MappedProvider):
     )
     config: StandardWebhooksConfig
 
-    def __init__(self, name: str, config: StandardWebhooksConfig):
+    def __init__(self, name: str, config: StandardWebhooksConfig) -> None:
         super().__init__(name, config)
         self._keys = [secret_key(secret) for secret in config.secret]
 

@@ -81,7 +81,7 @@ class Sink(ABC):
     kind: ClassVar[str]
     Config: ClassVar[type[SinkConfig]]
 
-    def __init__(self, name: str, config: SinkConfig):
+    def __init__(self, name: str, config: SinkConfig) -> None:
         self.name = name
         self.config = config
         self.secrets = known(self.credentials())

@@ -113,7 +113,7 @@ class DiscordSink(PostSink):
 
     user_agent = f"DiscordBot (payrelay, {__version__}) {USER_AGENT}"
 
-    def __init__(self, name: str, config: DiscordSinkConfig):
+    def __init__(self, name: str, config: DiscordSinkConfig) -> None:
         super().__init__(name, config)
         url = URL(config.url).update_query(wait="true")
         if config.thread_id:

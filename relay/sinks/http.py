@@ -93,7 +93,7 @@ class HttpSink(PostSink):
     Config = HttpSinkConfig
     config: HttpSinkConfig
 
-    def __init__(self, name: str, config: HttpSinkConfig):
+    def __init__(self, name: str, config: HttpSinkConfig) -> None:
         super().__init__(name, config)
         self._signers = [Webhook(secret) for secret in config.secret]
 

@@ -67,6 +67,8 @@ TITLES = {
 class Escaped(str):
     """Text already escaped for the sink (`line` in a template): inserted as it is."""
 
+    __slots__ = ()
+
 
 # --- plain text helpers ---------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ def truncate(text: str, limit: int, *, ellipsis: str = ELLIPSIS, entities: bool 
         cut = text[:budget]
     else:
         used, end = 0, 0
-        for end, ch in enumerate(text):
+        for end, ch in enumerate(text):  # noqa: B007 - `end` is the cut point after the loop
             size = 2 if ord(ch) > 0xFFFF else 1
             if used + size > budget:
                 break
