@@ -18,13 +18,21 @@ PARTS = ("ingress", "e2e", "memory", "soak")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", metavar="PART",
-                        help=f"any of {', '.join(PARTS)}, report (default: all)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "parts", nargs="*", metavar="PART", help=f"any of {', '.join(PARTS)}, report (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="shorter runs, for trying it out")
-    parser.add_argument("--soak-minutes", type=float, default=None,
-                        help="soak length in the full run (default 3, --quick 1.5)")
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        help="soak length in the full run (default 3, --quick 1.5)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     args = parser.parse_args(argv)
     unknown = [p for p in args.parts if p not in (*PARTS, "report")]
@@ -33,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = [p for p in (args.parts or PARTS) if p != "report"]
     started = time.monotonic()
     m = machine()
-    log(f"machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, aiohttp {m['aiohttp']}, "
-        f"arq {m['arq']}, {m['redis_server']}, {m['wrk']}, git {m['git']}")
+    log(
+        f"machine: {m['cpu']}, {m['cpus']} CPUs, Python {m['python']}, aiohttp {m['aiohttp']}, "
+        f"arq {m['arq']}, {m['redis_server']}, {m['wrk']}, git {m['git']}"
+    )
     failures: list[str] = []
     timings: dict[str, float] = {}
     for part in parts:
@@ -69,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     from bench import report
 
     seconds = time.monotonic() - started
-    info = {"seconds": seconds, "parts": [f"{k} {v:.0f}s" for k, v in timings.items()],
-            "machine": m}
+    info = {
+        "seconds": seconds,
+        "parts": [f"{k} {v:.0f}s" for k, v in timings.items()],
+        "machine": m,
+    }
     if set(parts) != set(PARTS):
         info = None  # a partial run: the run time line would describe only some parts
     else:

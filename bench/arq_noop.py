@@ -51,10 +51,18 @@ async def main(url: str, n: int, max_jobs: int, poll_delay: float) -> dict[str, 
     await asyncio.gather(*(one(i) for i in range(n)))
     enqueue_s = time.perf_counter() - started
     worker = Worker(
-        functions=[func(noop, name="noop", keep_result=0)], redis_settings=settings,
-        queue_name=QUEUE, job_serializer=serialize, job_deserializer=deserialize,
-        max_jobs=max_jobs, poll_delay=poll_delay, queue_read_limit=max(1000, max_jobs * 5),
-        keep_result=0, burst=True, handle_signals=False, log_results=False,
+        functions=[func(noop, name="noop", keep_result=0)],
+        redis_settings=settings,
+        queue_name=QUEUE,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        max_jobs=max_jobs,
+        poll_delay=poll_delay,
+        queue_read_limit=max(1000, max_jobs * 5),
+        keep_result=0,
+        burst=True,
+        handle_signals=False,
+        log_results=False,
     )
     started = time.perf_counter()
     await asyncio.wait_for(worker.async_run(), timeout=300)
@@ -62,10 +70,16 @@ async def main(url: str, n: int, max_jobs: int, poll_delay: float) -> dict[str, 
     complete = worker.jobs_complete
     await worker.close()
     await pool.aclose()
-    return {"jobs": n, "complete": complete, "enqueue_s": round(enqueue_s, 3),
-            "enqueue_per_s": round(n / enqueue_s, 1), "run_s": round(run_s, 3),
-            "jobs_per_s": round(complete / run_s, 1), "max_jobs": max_jobs,
-            "poll_delay": poll_delay}
+    return {
+        "jobs": n,
+        "complete": complete,
+        "enqueue_s": round(enqueue_s, 3),
+        "enqueue_per_s": round(n / enqueue_s, 1),
+        "run_s": round(run_s, 3),
+        "jobs_per_s": round(complete / run_s, 1),
+        "max_jobs": max_jobs,
+        "poll_delay": poll_delay,
+    }
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def log(msg: str) -> None:
 # On a 2-core box: the server under test on CPU 0, the load client and Redis on the last CPU.
 # The same placement for every server in a comparison.
 
+
 def cpus_server() -> set[int]:
     return {0}
 
@@ -69,6 +70,7 @@ def pin(pid: int, cpus: set[int] | None) -> None:
 
 
 # --- processes ------------------------------------------------------------------------------
+
 
 @dataclass
 class Proc:
@@ -106,13 +108,20 @@ class Procs:
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, args: list[str], env: dict[str, str] | None = None,
-              cpus: set[int] | None = None, stdout_file: bool = True) -> Proc:
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cpus: set[int] | None = None,
+        stdout_file: bool = True,
+    ) -> Proc:
         log_path = self.workdir / f"{name}.log"
         out = open(log_path, "ab") if stdout_file else subprocess.DEVNULL  # noqa: SIM115
         full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        popen = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                 cwd=str(REPO))
+        popen = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=str(REPO)
+        )
         if stdout_file:
             out.close()
         pin(popen.pid, cpus)
@@ -149,8 +158,9 @@ def redis_server(directory: Path, cpus: set[int] | None = None) -> Iterator[Embe
         server.stop()
 
 
-def wait_http(port: int, path: str = "/healthz", timeout: float = 30.0,
-              proc: Proc | None = None) -> None:
+def wait_http(
+    port: int, path: str = "/healthz", timeout: float = 30.0, proc: Proc | None = None
+) -> None:
     """Wait until GET path answers (any HTTP status) on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout
     request = f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode()
@@ -169,6 +179,7 @@ def wait_http(port: int, path: str = "/healthz", timeout: float = 30.0,
 
 
 # --- RSS sampling ---------------------------------------------------------------------------
+
 
 class RssSampler:
     """Samples RSS of named processes every `interval` s in a thread; keeps start, peak, last."""
@@ -224,6 +235,7 @@ class RssSampler:
 
 # --- requests the providers accept ----------------------------------------------------------
 
+
 def registered_providers() -> list[str]:
     from relay.providers import PROVIDERS
 
@@ -253,30 +265,36 @@ def token(seq: int, sent_ns: int | None = None) -> str:
 
 def ivpay_request(seq: int, sent_ns: int | None = None) -> tuple[bytes, dict[str, str]]:
     pid = token(seq, sent_ns)
-    body = json.dumps({
-        "payment_id": pid,
-        "status": "PAID",
-        "foreign_id": pid,
-        "amount": "0.123456789012345678",
-        "currency": "ETH",
-        "network": "ETH",
-        "processed_at": int(time.time()),
-        "tx_url": "https://etherscan.io/tx/0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad4"
-                  "3550bfbaf41bb1",
-    }, separators=(",", ":")).encode()
+    body = json.dumps(
+        {
+            "payment_id": pid,
+            "status": "PAID",
+            "foreign_id": pid,
+            "amount": "0.123456789012345678",
+            "currency": "ETH",
+            "network": "ETH",
+            "processed_at": int(time.time()),
+            "tx_url": "https://etherscan.io/tx/0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad4"
+            "3550bfbaf41bb1",
+        },
+        separators=(",", ":"),
+    ).encode()
     return body, {"Content-Type": "application/json", "X-API-KEY": IVPAY_KEY}
 
 
 def hmac_request(seq: int, sent_ns: int | None = None) -> tuple[bytes, dict[str, str]]:
     pid = token(seq, sent_ns)
-    body = json.dumps({
-        "id": f"evt{seq}",
-        "type": "InvoiceSettled",
-        "invoiceId": pid,
-        "metadata": {"orderId": pid},
-        "amount": "0.123456789012345678",
-        "currency": "BTC",
-    }, separators=(",", ":")).encode()
+    body = json.dumps(
+        {
+            "id": f"evt{seq}",
+            "type": "InvoiceSettled",
+            "invoiceId": pid,
+            "metadata": {"orderId": pid},
+            "amount": "0.123456789012345678",
+            "currency": "BTC",
+        },
+        separators=(",", ":"),
+    ).encode()
     sig = hmac.new(HMAC_SECRET.encode(), body, hashlib.sha256).hexdigest()
     return body, {"Content-Type": "application/json", HMAC_HEADER: "sha256=" + sig}
 
@@ -286,20 +304,31 @@ REQUESTS = {"ivpay": ivpay_request, "hmac": hmac_request}
 
 # --- relay config ---------------------------------------------------------------------------
 
+
 def source_configs() -> dict[str, Any]:
     sources: dict[str, Any] = {"ivpay": {"provider": "ivpay", "api_key": IVPAY_KEY}}
     if "hmac" in registered_providers():
         sources["hmac"] = {
-            "provider": "hmac", "secret": HMAC_SECRET, "signature_header": HMAC_HEADER,
-            "signature_prefix": "sha256=", "encoding": "hex",
-            "fields": {"payment_id": "invoiceId", "event": "type", "reference": "metadata.orderId",
-                       "amount": "amount", "currency": "currency"},
+            "provider": "hmac",
+            "secret": HMAC_SECRET,
+            "signature_header": HMAC_HEADER,
+            "signature_prefix": "sha256=",
+            "encoding": "hex",
+            "fields": {
+                "payment_id": "invoiceId",
+                "event": "type",
+                "reference": "metadata.orderId",
+                "amount": "amount",
+                "currency": "currency",
+            },
             "event_types": {"InvoiceSettled": "payment.completed"},
         }
     return sources
 
 
-def sink_configs(sink_port: int, retry: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+def sink_configs(
+    sink_port: int, retry: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """Three sinks on the fake sink server: http, discord, slack. A sink type not registered
     right now is replaced by an http sink under the same name (and said so in the notes)."""
     from relay.config.model import ConfigError, validate
@@ -307,8 +336,11 @@ def sink_configs(sink_port: int, retry: dict[str, Any] | None = None) -> tuple[d
     base = f"http://{HOST}:{sink_port}"
     wanted = {
         "http": {"type": "http", "url": f"{base}/http", "secret": WHSEC, "timeout": "10s"},
-        "discord": {"type": "discord", "url": f"{base}/discord/api/webhooks/1/bench",
-                    "project": "Bench Store"},
+        "discord": {
+            "type": "discord",
+            "url": f"{base}/discord/api/webhooks/1/bench",
+            "project": "Bench Store",
+        },
         "slack": {"type": "slack", "url": f"{base}/slack/services/T0/B0/bench"},
     }
     notes: list[str] = []
@@ -323,8 +355,10 @@ def sink_configs(sink_port: int, retry: dict[str, Any] | None = None) -> tuple[d
             fallback = {"type": "http", "url": f"{base}/{name}", "secret": WHSEC}
             if retry:
                 fallback["retry"] = retry
-            notes.append(f"sink type `{cfg['type']}` unusable here ({_first_error(exc)}): "
-                         f"an http sink stands in for `{name}`")
+            notes.append(
+                f"sink type `{cfg['type']}` unusable here ({_first_error(exc)}): "
+                f"an http sink stands in for `{name}`"
+            )
             cfg = fallback
         sinks[name] = cfg
     return sinks, notes
@@ -338,11 +372,20 @@ def _first_error(exc: Exception) -> str:
     return str(exc)[:120]
 
 
-def write_config(directory: Path, redis_url: str, sinks: dict[str, Any] | None = None,
-                 concurrency: int | None = None, poll_delay: str | None = None,
-                 retry: dict[str, Any] | None = None) -> Path:
-    raw: dict[str, Any] = {"redis_url": redis_url, "key_prefix": PREFIX,
-                           "sources": source_configs(), "sinks": sinks or {}}
+def write_config(
+    directory: Path,
+    redis_url: str,
+    sinks: dict[str, Any] | None = None,
+    concurrency: int | None = None,
+    poll_delay: str | None = None,
+    retry: dict[str, Any] | None = None,
+) -> Path:
+    raw: dict[str, Any] = {
+        "redis_url": redis_url,
+        "key_prefix": PREFIX,
+        "sources": source_configs(),
+        "sinks": sinks or {},
+    }
     worker: dict[str, Any] = {}
     if concurrency:
         worker["concurrency"] = concurrency
@@ -367,18 +410,34 @@ def event_loop() -> str:
     return f"uvloop {uvloop.__version__}"
 
 
-def start_ingress(procs: Procs, config: Path, port: int, cpus: set[int] | None = None,
-                  name: str = "web", log_level: str = "INFO") -> Proc:
-    proc = procs.start(name, [RELAY, "serve", "--config", str(config), "--host", HOST,
-                              "--port", str(port)], env={"LOG_LEVEL": log_level}, cpus=cpus)
+def start_ingress(
+    procs: Procs,
+    config: Path,
+    port: int,
+    cpus: set[int] | None = None,
+    name: str = "web",
+    log_level: str = "INFO",
+) -> Proc:
+    proc = procs.start(
+        name,
+        [RELAY, "serve", "--config", str(config), "--host", HOST, "--port", str(port)],
+        env={"LOG_LEVEL": log_level},
+        cpus=cpus,
+    )
     wait_http(port, "/healthz", proc=proc)
     return proc
 
 
-def start_worker(procs: Procs, config: Path, name: str = "worker",
-                 cpus: set[int] | None = None, log_level: str = "INFO") -> Proc:
-    return procs.start(name, [RELAY, "worker", "--config", str(config)],
-                       env={"LOG_LEVEL": log_level}, cpus=cpus)
+def start_worker(
+    procs: Procs,
+    config: Path,
+    name: str = "worker",
+    cpus: set[int] | None = None,
+    log_level: str = "INFO",
+) -> Proc:
+    return procs.start(
+        name, [RELAY, "worker", "--config", str(config)], env={"LOG_LEVEL": log_level}, cpus=cpus
+    )
 
 
 def start_sink_server(procs: Procs, port: int, cpus: set[int] | None = None) -> Proc:
@@ -388,6 +447,7 @@ def start_sink_server(procs: Procs, port: int, cpus: set[int] | None = None) -> 
 
 
 # --- results --------------------------------------------------------------------------------
+
 
 def save_result(part: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -425,8 +485,12 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     try:
-        rv = subprocess.run([__import__("relay.embedded").embedded.redis_server_binary(), "--version"],
-                            capture_output=True, text=True, timeout=5).stdout.strip()
+        rv = subprocess.run(
+            [__import__("relay.embedded").embedded.redis_server_binary(), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except Exception:  # noqa: BLE001
         rv = "?"
     try:
@@ -435,17 +499,31 @@ def machine() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         wrk_v = "not installed"
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "relay", "workers"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "relay", "workers"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except Exception:  # noqa: BLE001
         commit, dirty = "?", ""
     return {
-        "cpu": cpu, "cpus": NCPU, "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "kernel": platform.release(), "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__, "arq": _v("arq"),
-        "redis_py": redis.__version__, "redis_server": rv, "wrk": wrk_v,
+        "cpu": cpu,
+        "cpus": NCPU,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "arq": _v("arq"),
+        "redis_py": redis.__version__,
+        "redis_server": rv,
+        "wrk": wrk_v,
         "event_loop": event_loop(),
         "git": commit + (" (relay/ or workers/ modified in the work tree)" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

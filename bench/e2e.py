@@ -49,8 +49,9 @@ RATES = (100, 200, 500, 1000)
 RATE_SECONDS = 12
 
 
-async def _preload(base: str, n: int, seq_base: int, source: str = "ivpay",
-                   concurrency: int = 50) -> int:
+async def _preload(
+    base: str, n: int, seq_base: int, source: str = "ivpay", concurrency: int = 50
+) -> int:
     make = REQUESTS[source]
     url = f"{base}/hooks/{source}"
     ok = 0
@@ -89,7 +90,9 @@ def stats_hash(r: redis_sync.Redis) -> dict[str, int]:
     return {k.decode(): int(float(v)) for k, v in r.hgetall(f"{PREFIX}:stats").items()}
 
 
-def wait_workers_ready(r: redis_sync.Redis, k: int, procs_: list[Any], timeout: float = 30) -> float:
+def wait_workers_ready(
+    r: redis_sync.Redis, k: int, procs_: list[Any], timeout: float = 30
+) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if len(list(r.scan_iter(f"{PREFIX}:worker:*", count=100))) >= k:
@@ -101,8 +104,9 @@ def wait_workers_ready(r: redis_sync.Redis, k: int, procs_: list[Any], timeout: 
     raise RuntimeError("workers did not start")
 
 
-def wait_delivered(r: redis_sync.Redis, total: int, timeout: float,
-                   sinks: list[str] | None = None) -> tuple[float, dict[str, int]]:
+def wait_delivered(
+    r: redis_sync.Redis, total: int, timeout: float, sinks: list[str] | None = None
+) -> tuple[float, dict[str, int]]:
     deadline = time.monotonic() + timeout
     counts = delivered(r)
     while time.monotonic() < deadline:
@@ -131,8 +135,15 @@ def sink_post(port: int, path: str) -> None:
 class Rig:
     """Redis + fake sinks + ingress, for e2e and memory."""
 
-    def __init__(self, tmp: Path, procs: Procs, redis_url: str, concurrency: int | None = None,
-                 log_level: str = "INFO", retry: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        procs: Procs,
+        redis_url: str,
+        concurrency: int | None = None,
+        log_level: str = "INFO",
+        retry: dict[str, Any] | None = None,
+    ) -> None:
         self.tmp, self.procs, self.redis_url = tmp, procs, redis_url
         self.sink_port = free_port()
         self.sinks_proc = start_sink_server(procs, self.sink_port)
@@ -150,9 +161,15 @@ class Rig:
         sink_post(self.sink_port, "/reset")
 
     def workers(self, k: int, log_level: str | None = None) -> list[Any]:
-        return [start_worker(self.procs, self.config, name=f"worker{i + 1}-{time.time_ns()}",
-                             log_level=log_level or self.log_level)
-                for i in range(k)]
+        return [
+            start_worker(
+                self.procs,
+                self.config,
+                name=f"worker{i + 1}-{time.time_ns()}",
+                log_level=log_level or self.log_level,
+            )
+            for i in range(k)
+        ]
 
     def stop(self, procs_: list[Any]) -> None:
         for p in procs_:
@@ -161,8 +178,15 @@ class Rig:
                 self.procs.procs.remove(p)
 
 
-def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: int,
-               log_level: str | None = None, label: str = "") -> dict[str, Any]:
+def throughput(
+    rig: Rig,
+    k: int,
+    n: int,
+    sampler: RssSampler | None,
+    seq_base: int,
+    log_level: str | None = None,
+    label: str = "",
+) -> dict[str, Any]:
     rig.reset()
     t0 = time.monotonic()
     ok = preload(rig.base, n, seq_base)
@@ -181,44 +205,61 @@ def throughput(rig: Rig, k: int, n: int, sampler: RssSampler | None, seq_base: i
     with CpuNoise() as noise:
         done, counts = wait_delivered(rig.r, 3 * ok, timeout=180)
         worker_cpu = sum(cpu_seconds(w.pid) - cpu0[w.pid] for w in workers)
-        other_cpu = {name: round(cpu_seconds(pid) - cpu0_other[name], 2)
-                     for name, pid in others.items()}
+        other_cpu = {
+            name: round(cpu_seconds(pid) - cpu0_other[name], 2) for name, pid in others.items()
+        }
     elapsed = done - ready
     stats = stats_hash(rig.r)
     cmdstats = rig.r.info("commandstats")
     rig.stop(workers)
     calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in cmdstats.items()}
-    per_event = {k: round(v / max(ok, 1), 2) for k, v in
-                 sorted(calls.items(), key=lambda kv: -kv[1]) if v / max(ok, 1) >= 0.05}
+    per_event = {
+        k: round(v / max(ok, 1), 2)
+        for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+        if v / max(ok, 1) >= 0.05
+    }
     total = sum(counts.values())
     rate = (total / 3) / elapsed if elapsed > 0 else 0.0
-    result = {"workers": k, "events": ok, "queued": queued, "preload_s": round(preload_s, 2),
-              "preload_rate": round(ok / preload_s, 1), "startup_s": round(ready - spawn, 2),
-              "seconds": round(elapsed, 2), "delivered": counts, "complete": total >= 3 * ok,
-              "events_per_s": round(rate, 1), "deliveries_per_s": round(total / elapsed, 1),
-              "events_per_s_per_worker": round(rate / k, 1),
-              "duplicates_dropped": sum(v for f, v in stats.items() if f.endswith(":duplicate")),
-              "log_level": log_level or rig.log_level,
-              "worker_cpu_s": round(worker_cpu, 2),
-              "worker_cpu_util": round(worker_cpu / max(elapsed, 1e-6) / k, 2),
-              "worker_cpu_ms_per_event": round(1000 * worker_cpu / max(total / 3, 1), 3),
-              "events_per_worker_cpu_s": round((total / 3) / max(worker_cpu, 1e-6), 1),
-              "cpu_s_others": other_cpu, "other_cpus": noise.other_cpus,
-              "steal_cpus": noise.steal_cpus,
-              "redis_commands_per_event": round(sum(calls.values()) / max(ok, 1), 1),
-              "redis_commands_per_event_by_name": per_event}
-    log(f"e2e{label}: {k} worker(s): {ok} events x 3 sinks in {elapsed:.2f}s = "
+    result = {
+        "workers": k,
+        "events": ok,
+        "queued": queued,
+        "preload_s": round(preload_s, 2),
+        "preload_rate": round(ok / preload_s, 1),
+        "startup_s": round(ready - spawn, 2),
+        "seconds": round(elapsed, 2),
+        "delivered": counts,
+        "complete": total >= 3 * ok,
+        "events_per_s": round(rate, 1),
+        "deliveries_per_s": round(total / elapsed, 1),
+        "events_per_s_per_worker": round(rate / k, 1),
+        "duplicates_dropped": sum(v for f, v in stats.items() if f.endswith(":duplicate")),
+        "log_level": log_level or rig.log_level,
+        "worker_cpu_s": round(worker_cpu, 2),
+        "worker_cpu_util": round(worker_cpu / max(elapsed, 1e-6) / k, 2),
+        "worker_cpu_ms_per_event": round(1000 * worker_cpu / max(total / 3, 1), 3),
+        "events_per_worker_cpu_s": round((total / 3) / max(worker_cpu, 1e-6), 1),
+        "cpu_s_others": other_cpu,
+        "other_cpus": noise.other_cpus,
+        "steal_cpus": noise.steal_cpus,
+        "redis_commands_per_event": round(sum(calls.values()) / max(ok, 1), 1),
+        "redis_commands_per_event_by_name": per_event,
+    }
+    log(
+        f"e2e{label}: {k} worker(s): {ok} events x 3 sinks in {elapsed:.2f}s = "
         f"{rate:.0f} events/s ({rate / k:.0f}/s per worker, {total / elapsed:.0f} deliveries/s)"
         f"{'' if result['complete'] else ' INCOMPLETE: ' + str(counts)}; "
         f"{result['redis_commands_per_event']} Redis commands per event; worker CPU "
         f"{result['worker_cpu_ms_per_event']:.2f} ms/event = {result['events_per_worker_cpu_s']:.0f} "
         f"events/s per fully busy worker (busy {result['worker_cpu_util']:.0%}); CPU s meanwhile "
-        f"{other_cpu}; processes outside the benchmark {noise.other_cpus:.2f} CPUs")
+        f"{other_cpu}; processes outside the benchmark {noise.other_cpus:.2f} CPUs"
+    )
     return result
 
 
-def latency_at(rig: Rig, rate: float, seconds: float, seq_base: int,
-               hung: str | None = None) -> dict[str, Any]:
+def latency_at(
+    rig: Rig, rate: float, seconds: float, seq_base: int, hung: str | None = None
+) -> dict[str, Any]:
     """Receipt-to-delivery latency at `rate`; with `hung`, that sink never answers meanwhile
     (issue 8: a hung sink must not slow the others) and is left out of the wait."""
     sink_post(rig.sink_port, "/reset")
@@ -228,39 +269,78 @@ def latency_at(rig: Rig, rate: float, seconds: float, seq_base: int,
     before = sum(n for s, n in delivered(rig.r).items() if s in healthy)
     with CpuNoise() as noise:
         out = subprocess.run(
-            [PY, "-m", "bench.loadgen", "rate", "--url", rig.base, "--source", "ivpay", "--rate",
-             str(rate), "-d", str(seconds), "--seq-base", str(seq_base), "--repo", str(REPO)],
-            capture_output=True, text=True, timeout=seconds + 60, cwd=str(REPO))
+            [
+                PY,
+                "-m",
+                "bench.loadgen",
+                "rate",
+                "--url",
+                rig.base,
+                "--source",
+                "ivpay",
+                "--rate",
+                str(rate),
+                "-d",
+                str(seconds),
+                "--seq-base",
+                str(seq_base),
+                "--repo",
+                str(REPO),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            cwd=str(REPO),
+        )
     load = json.loads(out.stdout.strip().splitlines()[-1])
     sent_done = time.monotonic()
-    done, _counts = wait_delivered(rig.r, before + len(healthy) * load["accepted"], timeout=60,
-                                  sinks=healthy)
+    done, _counts = wait_delivered(
+        rig.r, before + len(healthy) * load["accepted"], timeout=60, sinks=healthy
+    )
     drain_s = done - sent_done
     sinks = sink_stats(rig.sink_port)
     if hung:
         sink_post(rig.sink_port, f"/mode/{hung}/ok")
-    row = {"rate": rate, "seconds": seconds, "load": load, "other_cpus": noise.other_cpus,
-           "drain_after_load_s": round(drain_s, 2), "hung_sink": hung,
-           "sinks": {s: sinks.get(s, {}) for s in healthy}}
+    row = {
+        "rate": rate,
+        "seconds": seconds,
+        "load": load,
+        "other_cpus": noise.other_cpus,
+        "drain_after_load_s": round(drain_s, 2),
+        "hung_sink": hung,
+        "sinks": {s: sinks.get(s, {}) for s in healthy},
+    }
     lat = {s: row["sinks"][s].get("latency", {}) for s in healthy}
-    log(f"e2e latency @ {rate:.0f}/s offered (achieved {load['achieved_rate']}/s, "
-        f"{load['accepted']} accepted): " + "; ".join(
+    log(
+        f"e2e latency @ {rate:.0f}/s offered (achieved {load['achieved_rate']}/s, "
+        f"{load['accepted']} accepted): "
+        + "; ".join(
             f"{s} p50 {lat[s].get('p50_ms')} p99 {lat[s].get('p99_ms')} max {lat[s].get('max_ms')} ms"
-            for s in healthy) + (f"; {hung} hung" if hung else "")
-        + f"; drained {drain_s:.1f}s after load")
+            for s in healthy
+        )
+        + (f"; {hung} hung" if hung else "")
+        + f"; drained {drain_s:.1f}s after load"
+    )
     return row
 
 
 def arq_noop(redis_url: str, n: int = N_EVENTS) -> dict[str, Any]:
-    out = subprocess.run([PY, "-m", "bench.arq_noop", "--redis", redis_url, "-n", str(n)],
-                         capture_output=True, text=True, timeout=300, cwd=str(REPO),
-                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [PY, "-m", "bench.arq_noop", "--redis", redis_url, "-n", str(n)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(REPO),
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-1000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    log(f"arq no-op: {result['complete']} jobs in {result['run_s']}s = {result['jobs_per_s']:.0f} "
+    log(
+        f"arq no-op: {result['complete']} jobs in {result['run_s']}s = {result['jobs_per_s']:.0f} "
         f"jobs/s (max_jobs {result['max_jobs']}, poll_delay {result['poll_delay']}); "
-        f"enqueue_job {result['enqueue_per_s']:.0f}/s")
+        f"enqueue_job {result['enqueue_per_s']:.0f}/s"
+    )
     return result
 
 
@@ -275,11 +355,13 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         sampler.watch("fake sink server", rig.sinks_proc.pid)
         assert rserver.process is not None
         sampler.watch("redis-server", rserver.process.pid)
-        result["throughput"] = [throughput(rig, 1, n, sampler, 1_000_000),
-                                throughput(rig, 2, n, sampler, 2_000_000)]
-        result["throughput_log_warning"] = throughput(rig, 1, n, None, 3_000_000,
-                                                      log_level="WARNING",
-                                                      label=" (LOG_LEVEL=WARNING)")
+        result["throughput"] = [
+            throughput(rig, 1, n, sampler, 1_000_000),
+            throughput(rig, 2, n, sampler, 2_000_000),
+        ]
+        result["throughput_log_warning"] = throughput(
+            rig, 1, n, None, 3_000_000, log_level="WARNING", label=" (LOG_LEVEL=WARNING)"
+        )
         if profile:
             from bench.profile import profile_worker
 
@@ -288,11 +370,13 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         workers = rig.workers(1)
         sampler.watch("worker (latency runs)", workers[0].pid)
         wait_workers_ready(rig.r, 1, workers)
-        result["latency"] = [latency_at(rig, rate, seconds, 10_000_000 * (i + 1))
-                             for i, rate in enumerate(RATES)]
+        result["latency"] = [
+            latency_at(rig, rate, seconds, 10_000_000 * (i + 1)) for i, rate in enumerate(RATES)
+        ]
         # Issue 8: 30 events/s while the Discord sink never answers (its 10 s timeout).
-        result["latency_hung_sink"] = latency_at(rig, 30, max(seconds, 15), 90_000_000,
-                                                 hung="discord")
+        result["latency_hung_sink"] = latency_at(
+            rig, 30, max(seconds, 15), 90_000_000, hung="discord"
+        )
         rig.stop(workers)
         rig.r.flushall()
         result["arq_noop"] = arq_noop(rserver.url, n)
@@ -303,8 +387,12 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         "events_per_s_per_worker": 1000,
         "met_throughput": tp[0]["events_per_s"] >= 1000,
         "p99_ms_at_200": 100,
-        "met_latency": all((row["sinks"][s].get("latency", {}).get("p99_ms") or 1e9) < 100
-                           for row in result["latency"] if row["rate"] == 200 for s in SINKS),
+        "met_latency": all(
+            (row["sinks"][s].get("latency", {}).get("p99_ms") or 1e9) < 100
+            for row in result["latency"]
+            if row["rate"] == 200
+            for s in SINKS
+        ),
     }
     save_result("e2e", result)
     return result

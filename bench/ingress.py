@@ -112,8 +112,13 @@ def ensure_wrk() -> str | None:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
         log("wrk missing: apt-get install -y wrk")
-        subprocess.run(["apt-get", "install", "-y", "wrk"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=300, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "wrk"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+        )
         return shutil.which("wrk")
     return None
 
@@ -133,37 +138,90 @@ def write_pool(path: Path, source: str, n: int) -> str:
     return header
 
 
-def run_client(url: str, pool: Path, header: str, seconds: float, fixed: bool,
-               workdir: Path, wrk: str | None) -> dict[str, Any]:
+def run_client(
+    url: str, pool: Path, header: str, seconds: float, fixed: bool, workdir: Path, wrk: str | None
+) -> dict[str, Any]:
     if wrk:
         script = workdir / "distinct.lua"
         script.write_text(WRK_LUA)
-        cmd = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{int(seconds)}s", "--timeout", "5s", "-s",
-               str(script), url, "--", str(pool), header, "1" if fixed else "0", "1"]
+        cmd = [
+            wrk,
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{int(seconds)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(pool),
+            header,
+            "1" if fixed else "0",
+            "1",
+        ]
     else:
-        cmd = [PY, "-m", "bench.loadgen", "closed", "--url", url, "--pool", str(pool),
-               "--header", header, "-c", str(CONNECTIONS), "-d", str(seconds)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)})
+        cmd = [
+            PY,
+            "-m",
+            "bench.loadgen",
+            "closed",
+            "--url",
+            url,
+            "--pool",
+            str(pool),
+            "--header",
+            header,
+            "-c",
+            str(CONNECTIONS),
+            "-d",
+            str(seconds),
+        ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     pin(proc.pid, cpus_client())
     out, err = proc.communicate(timeout=seconds + 60)
     if wrk:
         line = next((ln for ln in out.splitlines() if ln.startswith("WRKJSON ")), None)
         if line is None:
             raise RuntimeError(f"wrk gave no summary: {out[-500:]} {err[-500:]}")
-        raw = json.loads(line[len("WRKJSON "):])
+        raw = json.loads(line[len("WRKJSON ") :])
         secs = raw["duration_us"] / 1e6
-        return {"client": "wrk", "requests": raw["requests"], "seconds": round(secs, 2),
-                "rps": round(raw["requests"] / secs, 1), "p50_ms": raw["p50_us"] / 1000,
-                "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-                "max_ms": raw["max_us"] / 1000, "non_2xx": raw["non_2xx"],
-                "errors": raw["connect_errors"] + raw["read_errors"] + raw["write_errors"]
-                + raw["timeouts"], "wrapped": raw["wrapped"]}
+        return {
+            "client": "wrk",
+            "requests": raw["requests"],
+            "seconds": round(secs, 2),
+            "rps": round(raw["requests"] / secs, 1),
+            "p50_ms": raw["p50_us"] / 1000,
+            "p90_ms": raw["p90_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "max_ms": raw["max_us"] / 1000,
+            "non_2xx": raw["non_2xx"],
+            "errors": raw["connect_errors"]
+            + raw["read_errors"]
+            + raw["write_errors"]
+            + raw["timeouts"],
+            "wrapped": raw["wrapped"],
+        }
     return json.loads(out.strip().splitlines()[-1])
 
 
-def profile_ingress(pid: int, url: str, pool: Path, header: str, r: Any, tmp: Path,
-                    wrk: str | None, seconds: float = 6.0) -> dict[str, Any]:
+def profile_ingress(
+    pid: int,
+    url: str,
+    pool: Path,
+    header: str,
+    r: Any,
+    tmp: Path,
+    wrk: str | None,
+    seconds: float = 6.0,
+) -> dict[str, Any]:
     """A separate pass (not the measured one): py-spy on `relay serve` under the same load."""
     import threading
 
@@ -187,7 +245,9 @@ def profile_ingress(pid: int, url: str, pool: Path, header: str, r: Any, tmp: Pa
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     shutil.copy(raw, REPO / "bench" / "results" / "ingress.pyspy.txt")
     log("ingress profile (self): " + ", ".join(f"{k} {v}%" for k, v in result["by_part_self_pct"]))
-    log("ingress profile (inclusive): " + ", ".join(f"{k} {v}%" for k, v in result["inclusive_pct"]))
+    log(
+        "ingress profile (inclusive): " + ", ".join(f"{k} {v}%" for k, v in result["inclusive_pct"])
+    )
     return result
 
 
@@ -195,16 +255,20 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
     seconds = 4 if quick else DURATION_S
     rounds = 1 if quick else ROUNDS
     wrk = ensure_wrk()
-    log(f"ingress: load client {'wrk ' + wrk if wrk else 'aiohttp (wrk unavailable)'}, "
+    log(
+        f"ingress: load client {'wrk ' + wrk if wrk else 'aiohttp (wrk unavailable)'}, "
         f"{CONNECTIONS} connections, {seconds}s per server, server on CPU 0, client+redis on "
-        f"CPU {sorted(cpus_client())}")
+        f"CPU {sorted(cpus_client())}"
+    )
     providers = registered_providers()
     hmac_kind = hmac_source_kind()
     notes = [f"providers registered at run time: {', '.join(providers)}"]
     if hmac_kind != "hmac":
-        notes.append("no `hmac` provider registered at run time: the HMAC-signed payrelay row "
-                     "is missing" if hmac_kind is None else
-                     f"HMAC provider used: {hmac_kind}")
+        notes.append(
+            "no `hmac` provider registered at run time: the HMAC-signed payrelay row is missing"
+            if hmac_kind is None
+            else f"HMAC provider used: {hmac_kind}"
+        )
     rows: list[dict[str, Any]] = []
     profiled: dict[str, Any] | None = None
     with workspace("ingress") as (tmp, procs), redis_server(tmp, cpus_client()) as rserver:
@@ -223,11 +287,13 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         ]
         if "hmac" in pools:
             scenarios.append(("payrelay ingress, hmac (HMAC-SHA256)", "relay", "hmac", False))
-        scenarios.append(("payrelay ingress, ivpay, byte-identical repeat (duplicate)", "relay",
-                          "ivpay", True))
+        scenarios.append(
+            ("payrelay ingress, ivpay, byte-identical repeat (duplicate)", "relay", "ivpay", True)
+        )
         runs: dict[str, list[dict[str, Any]]] = {}
         for round_no, (label, kind, source, fixed) in (
-                (rn, sc) for rn in range(1, rounds + 1) for sc in scenarios):
+            (rn, sc) for rn in range(1, rounds + 1) for sc in scenarios
+        ):
             r.flushall()
             port = free_port()
             if kind == "relay":
@@ -262,14 +328,23 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
             result["distinct"] = not fixed
             if kind == "relay":
                 result["stored"] = stats.get(f"in:{source}:stored", 0) - stats_before.get(
-                    f"in:{source}:stored", 0)
-                result["duplicate_answers"] = stats.get(f"in:{source}:duplicate", 0) - \
-                    stats_before.get(f"in:{source}:duplicate", 0)
+                    f"in:{source}:stored", 0
+                )
+                result["duplicate_answers"] = stats.get(
+                    f"in:{source}:duplicate", 0
+                ) - stats_before.get(f"in:{source}:duplicate", 0)
             elif kind == "enqueue":
                 result["stored"] = r.zcard(f"{PREFIX}:queue")
-            if kind == "relay" and source == "ivpay" and not fixed and profile and round_no == rounds:
-                profiled = profile_ingress(server.pid, url, pools[source], headers[source], r,
-                                           tmp, wrk)
+            if (
+                kind == "relay"
+                and source == "ivpay"
+                and not fixed
+                and profile
+                and round_no == rounds
+            ):
+                profiled = profile_ingress(
+                    server.pid, url, pools[source], headers[source], r, tmp, wrk
+                )
             server.stop()
             procs.procs.remove(server)
             result["round"] = round_no
@@ -279,12 +354,14 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
                 extra = f", stored {result['stored']}"
                 if "duplicate_answers" in result:
                     extra += f", duplicate answers {result['duplicate_answers']}"
-            log(f"ingress: round {round_no}: {label}: {result['rps']:.0f} req/s "
+            log(
+                f"ingress: round {round_no}: {label}: {result['rps']:.0f} req/s "
                 f"({result['cpu_us_per_request']:.0f} CPU-us/req = {result['rps_per_core']:.0f} "
                 f"req/s per core; server CPU {result['server_cpu_util']:.2f}, other processes "
                 f"{result['other_cpus']:.2f} CPUs), p50 {result['p50_ms']:.2f} ms, "
                 f"p99 {result['p99_ms']:.2f} ms, non-2xx {result['non_2xx']}, errors "
-                f"{result['errors']}{extra}")
+                f"{result['errors']}{extra}"
+            )
         # Best of the rounds (noise on a shared box only ever slows a run down); every round's
         # req/s is kept beside it.
         for label, _, _, _ in scenarios:
@@ -299,13 +376,19 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
     enqueue = by_kind.get(("enqueue", "ivpay", True))
     relay = by_kind.get(("relay", "ivpay", True))
     ratio = round(relay["rps"] / enqueue["rps"], 2) if relay and enqueue else None
-    ratio_cpu = (round(enqueue["cpu_us_per_request_median"] / relay["cpu_us_per_request_median"], 2)
-                 if relay and enqueue else None)
+    ratio_cpu = (
+        round(enqueue["cpu_us_per_request_median"] / relay["cpu_us_per_request_median"], 2)
+        if relay and enqueue
+        else None
+    )
     ratio_cpu_hmac = None
-    hm = next((x for x in rows if x["kind"] == "relay" and x["source"] == "hmac" and x["distinct"]),
-              None)
+    hm = next(
+        (x for x in rows if x["kind"] == "relay" and x["source"] == "hmac" and x["distinct"]), None
+    )
     if hm and enqueue:
-        ratio_cpu_hmac = round(enqueue["cpu_us_per_request_median"] / hm["cpu_us_per_request_median"], 2)
+        ratio_cpu_hmac = round(
+            enqueue["cpu_us_per_request_median"] / hm["cpu_us_per_request_median"], 2
+        )
     ratio_hmac = None
     if enqueue and ("relay", "hmac", True) in by_kind:
         ratio_hmac = round(by_kind[("relay", "hmac", True)]["rps"] / enqueue["rps"], 2)
@@ -315,15 +398,32 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         p = runs_by_round(rows, "relay", "ivpay", rn)
         if e and p:
             per_round.append(round(p / e, 2))
-    log(f"ingress: best of {rounds}: " + "; ".join(f"{row['label']} {row['rps']:.0f} req/s "
-        f"(rounds {row['rounds_rps']})" for row in rows))
+    log(
+        f"ingress: best of {rounds}: "
+        + "; ".join(
+            f"{row['label']} {row['rps']:.0f} req/s (rounds {row['rounds_rps']})" for row in rows
+        )
+    )
     log(f"ingress: payrelay / enqueue_job by CPU per request = {ratio_cpu} (hmac {ratio_cpu_hmac})")
-    log(f"ingress: payrelay / enqueue_job = {ratio} (target >= 1.5; per round {per_round})"
-        + (f"; hmac: {ratio_hmac}" if ratio_hmac else ""))
-    result = {"rows": rows, "ratio": ratio, "ratio_cpu": ratio_cpu,
-              "ratio_cpu_hmac": ratio_cpu_hmac, "ratio_per_round": per_round, "rounds": rounds, "ratio_hmac": ratio_hmac, "target_ratio": 1.5,
-              "connections": CONNECTIONS, "seconds": seconds, "client": "wrk" if wrk else "aiohttp",
-              "notes": notes, "profile": profiled}
+    log(
+        f"ingress: payrelay / enqueue_job = {ratio} (target >= 1.5; per round {per_round})"
+        + (f"; hmac: {ratio_hmac}" if ratio_hmac else "")
+    )
+    result = {
+        "rows": rows,
+        "ratio": ratio,
+        "ratio_cpu": ratio_cpu,
+        "ratio_cpu_hmac": ratio_cpu_hmac,
+        "ratio_per_round": per_round,
+        "rounds": rounds,
+        "ratio_hmac": ratio_hmac,
+        "target_ratio": 1.5,
+        "connections": CONNECTIONS,
+        "seconds": seconds,
+        "client": "wrk" if wrk else "aiohttp",
+        "notes": notes,
+        "profile": profiled,
+    }
     save_result("ingress", result)
     return result
 

@@ -53,8 +53,11 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
                 next_index += 1
                 started = time.perf_counter()
                 try:
-                    async with session.post(args.url, data=body, headers={
-                        "Content-Type": "application/json", args.header: value}) as resp:
+                    async with session.post(
+                        args.url,
+                        data=body,
+                        headers={"Content-Type": "application/json", args.header: value},
+                    ) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                 except (TimeoutError, aiohttp.ClientError, OSError):
@@ -65,10 +68,17 @@ async def closed(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(one_connection() for _ in range(args.connections)))
         elapsed = time.monotonic() - started
     total = sum(statuses.values())
-    return {"requests": total, "seconds": round(elapsed, 3), "rps": round(total / elapsed, 1),
-            "p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99), "errors": errors,
-            "non_2xx": sum(c for s, c in statuses.items() if not 200 <= s < 300),
-            "wrapped": max(0, next_index - len(pool)), "client": "aiohttp"}
+    return {
+        "requests": total,
+        "seconds": round(elapsed, 3),
+        "rps": round(total / elapsed, 1),
+        "p50_ms": pct(latencies, 50),
+        "p99_ms": pct(latencies, 99),
+        "errors": errors,
+        "non_2xx": sum(c for s, c in statuses.items() if not 200 <= s < 300),
+        "wrapped": max(0, next_index - len(pool)),
+        "client": "aiohttp",
+    }
 
 
 async def rate(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,7 +106,9 @@ async def rate(args: argparse.Namespace) -> dict[str, Any]:
                 started = time.perf_counter()
                 wait = 1.0
                 try:
-                    async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                    async with session.post(
+                        url, data=body, headers=headers, timeout=timeout
+                    ) as resp:
                         await resp.read()
                         statuses[resp.status] += 1
                         if 200 <= resp.status < 300:
@@ -141,11 +153,20 @@ async def rate(args: argparse.Namespace) -> dict[str, Any]:
     if args.accepted_out:
         with open(args.accepted_out, "w") as fh:
             json.dump(accepted, fh)
-    return {"offered_rate": args.rate, "planned": total, "send_seconds": round(send_seconds, 2),
-            "achieved_rate": round((total - skipped) / send_seconds, 1), "accepted": len(accepted),
-            "statuses": {str(k): v for k, v in sorted(statuses.items())}, "errors": errors,
-            "retries": retries, "gave_up": gave_up, "skipped_overload": skipped,
-            "answer_p50_ms": pct(answer_ms, 50), "answer_p99_ms": pct(answer_ms, 99)}
+    return {
+        "offered_rate": args.rate,
+        "planned": total,
+        "send_seconds": round(send_seconds, 2),
+        "achieved_rate": round((total - skipped) / send_seconds, 1),
+        "accepted": len(accepted),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "errors": errors,
+        "retries": retries,
+        "gave_up": gave_up,
+        "skipped_overload": skipped,
+        "answer_p50_ms": pct(answer_ms, 50),
+        "answer_p99_ms": pct(answer_ms, 99),
+    }
 
 
 def main() -> None:

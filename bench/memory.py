@@ -55,13 +55,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         base = used_memory(r)
         ok = preload(rig.base, n, 91_000_000)
         queued = used_memory(r)
-        inflight_keys = {"queue entries": r.zcard(f"{PREFIX}:queue"),
-                         "arq:job:* keys": count_keys(r, "arq:job:*"),
-                         "in:* keys": count_keys(r, f"{PREFIX}:in:*")}
+        inflight_keys = {
+            "queue entries": r.zcard(f"{PREFIX}:queue"),
+            "arq:job:* keys": count_keys(r, "arq:job:*"),
+            "in:* keys": count_keys(r, f"{PREFIX}:in:*"),
+        }
         job_usage = sample_usage(r, "arq:job:*")
         per_inflight = (queued - base) / ok
-        log(f"memory: {ok} queued inbound jobs: {per_inflight:.0f} bytes per in-flight event "
-            f"(used_memory {base} -> {queued}; one arq:job key {job_usage} bytes)")
+        log(
+            f"memory: {ok} queued inbound jobs: {per_inflight:.0f} bytes per in-flight event "
+            f"(used_memory {base} -> {queued}; one arq:job key {job_usage} bytes)"
+        )
         workers = rig.workers(1)
         sampler.watch("worker", workers[0].pid)
         wait_workers_ready(r, 1, workers)
@@ -73,21 +77,33 @@ def run(quick: bool = False) -> dict[str, Any]:
         keys = {name: count_keys(r, f"{PREFIX}:{name}:*") for name in ("in", "evt", "dlv")}
         usage = {name: sample_usage(r, f"{PREFIX}:{name}:*") for name in ("in", "evt", "dlv")}
         per_entry = (after - base) / ok
-        ttls = {name: r.ttl(next(iter(r.scan_iter(f"{PREFIX}:{name}:*", count=1000)), "none"))
-                for name in ("in", "evt", "dlv")}
-        log(f"memory: after delivery: {per_entry:.0f} bytes per dedupe entry "
+        ttls = {
+            name: r.ttl(next(iter(r.scan_iter(f"{PREFIX}:{name}:*", count=1000)), "none"))
+            for name in ("in", "evt", "dlv")
+        }
+        log(
+            f"memory: after delivery: {per_entry:.0f} bytes per dedupe entry "
             f"(keys left {keys}, MEMORY USAGE one each {usage}, TTL s {ttls}, queue left "
-            f"{queue_left})")
+            f"{queue_left})"
+        )
         rss = sampler.result()
         log("memory: peak RSS " + ", ".join(f"{k} {v['peak_mib']} MiB" for k, v in rss.items()))
         info = r.info("memory")
     result = {
-        "n": ok, "used_memory_base": base, "used_memory_queued": queued,
-        "used_memory_after": after, "bytes_per_inflight_event": round(per_inflight),
-        "inflight_keys": inflight_keys, "arq_job_key_bytes": job_usage,
-        "bytes_per_dedupe_entry": round(per_entry), "dedupe_keys": keys,
-        "dedupe_key_bytes": usage, "dedupe_ttl_s": ttls, "queue_left": queue_left,
-        "rss": rss, "allocator": info.get("mem_allocator"),
+        "n": ok,
+        "used_memory_base": base,
+        "used_memory_queued": queued,
+        "used_memory_after": after,
+        "bytes_per_inflight_event": round(per_inflight),
+        "inflight_keys": inflight_keys,
+        "arq_job_key_bytes": job_usage,
+        "bytes_per_dedupe_entry": round(per_entry),
+        "dedupe_keys": keys,
+        "dedupe_key_bytes": usage,
+        "dedupe_ttl_s": ttls,
+        "queue_left": queue_left,
+        "rss": rss,
+        "allocator": info.get("mem_allocator"),
         "body_bytes": len(__import__("bench.common").common.ivpay_request(0)[0]),
     }
     save_result("memory", result)

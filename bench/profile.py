@@ -17,14 +17,24 @@ from bench.common import PY, log
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("structlog / logging", ("structlog/", "relay/logs.py", "logging/__init__")),
     ("sink HTTP client (aiohttp)", ("aiohttp/",)),
-    ("sink render + sign", ("relay/sinks/render.py", "render (relay/sinks", "sign (relay/sinks",
-                            "standardwebhooks", "jinja2/")),
+    (
+        "sink render + sign",
+        (
+            "relay/sinks/render.py",
+            "render (relay/sinks",
+            "sign (relay/sinks",
+            "standardwebhooks",
+            "jinja2/",
+        ),
+    ),
     ("redis-py (commands, parse)", ("redis/", "hiredis")),
     ("arq worker loop (poll, claim, run/finish job)", ("arq/",)),
     ("normalize (provider)", ("relay/providers/",)),
     ("event JSON / msgpack", ("relay/events.py", "msgpack", "orjson")),
-    ("relay delivery pipeline (own code)", ("relay/delivery.py", "workers/jobs.py",
-                                            "relay/routing.py", "relay/sinks/")),
+    (
+        "relay delivery pipeline (own code)",
+        ("relay/delivery.py", "workers/jobs.py", "relay/routing.py", "relay/sinks/"),
+    ),
 ]
 
 INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
@@ -58,8 +68,11 @@ INGRESS_INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def analyse(raw: Path, categories: list[tuple[str, tuple[str, ...]]] | None = None,
-            inclusive: list[tuple[str, tuple[str, ...]]] | None = None) -> dict[str, Any]:
+def analyse(
+    raw: Path,
+    categories: list[tuple[str, tuple[str, ...]]] | None = None,
+    inclusive: list[tuple[str, tuple[str, ...]]] | None = None,
+) -> dict[str, Any]:
     categories = categories or CATEGORIES
     inclusive = inclusive or INCLUSIVE
     self_buckets: Counter[str] = Counter()
@@ -91,10 +104,16 @@ def analyse(raw: Path, categories: list[tuple[str, tuple[str, ...]]] | None = No
         for label, keys in inclusive:
             if any(any(k in f for k in keys) for f in frames):
                 incl[label] += count
+
     def share(c: Counter[str]) -> list[tuple[str, float]]:
         return [(k, round(100 * v / total, 1)) for k, v in c.most_common()] if total else []
-    return {"samples": total, "by_part_self_pct": share(self_buckets),
-            "inclusive_pct": share(incl), "top_leaf_frames_pct": share(leaf)[:15]}
+
+    return {
+        "samples": total,
+        "by_part_self_pct": share(self_buckets),
+        "inclusive_pct": share(incl),
+        "top_leaf_frames_pct": share(leaf)[:15],
+    }
 
 
 def profile_worker(rig: Any, n: int, seq_base: int, seconds: float = 6.0) -> dict[str, Any]:
@@ -118,8 +137,10 @@ def profile_worker(rig: Any, n: int, seq_base: int, seconds: float = 6.0) -> dic
     out = Path(__file__).resolve().parent / "results" / "worker.pyspy.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(raw, out)
-    log("profile (one worker, self time): " + ", ".join(
-        f"{k} {v}%" for k, v in result["by_part_self_pct"][:8]))
+    log(
+        "profile (one worker, self time): "
+        + ", ".join(f"{k} {v}%" for k, v in result["by_part_self_pct"][:8])
+    )
     log("profile (inclusive): " + ", ".join(f"{k} {v}%" for k, v in result["inclusive_pct"]))
     return result
 
@@ -135,9 +156,25 @@ def record(pid: int, seconds: float, out: Path) -> str:
     if spy is None:
         return "py-spy not installed"
     proc = subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-         "--format", "raw", "--nonblocking", "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     from bench.common import cpus_client, pin
 
     pin(proc.pid, cpus_client())

@@ -37,19 +37,25 @@ def build_enqueue_app(redis_url: str) -> web.Application:
         return msgpack.packb(obj, use_bin_type=True)
 
     async def ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        app[pool_key] = await create_pool(arq_settings(redis_url), job_serializer=serialize,
-                                          default_queue_name=f"{PREFIX}:queue")
+        app[pool_key] = await create_pool(
+            arq_settings(redis_url), job_serializer=serialize, default_queue_name=f"{PREFIX}:queue"
+        )
         yield
         await app[pool_key].aclose()  # type: ignore[attr-defined]
 
     async def enqueue(request: web.Request) -> web.Response:
         body = await request.read()
         job_id = "in_" + hashlib.sha256(b"ivpay\x00" + body).hexdigest()[:26]
-        inbound = {"source": request.match_info["source"], "body": body,
-                   "headers": {"content-type": request.headers.get("Content-Type", "")},
-                   "client_ip": request.remote, "received_at": time.time()}
+        inbound = {
+            "source": request.match_info["source"],
+            "body": body,
+            "headers": {"content-type": request.headers.get("Content-Type", "")},
+            "client_ip": request.remote,
+            "received_at": time.time(),
+        }
         job = await app[pool_key].enqueue_job(  # type: ignore[attr-defined]
-            "process_inbound", inbound=inbound, _job_id=job_id)
+            "process_inbound", inbound=inbound, _job_id=job_id
+        )
         if job is None:
             return web.json_response({"ok": True, "id": job_id, "duplicate": True})
         return web.json_response({"ok": True, "id": job_id})

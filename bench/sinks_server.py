@@ -59,8 +59,13 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50_ms": _pct(values, 50), "p90_ms": _pct(values, 90),
-            "p99_ms": _pct(values, 99), "max_ms": round(max(values), 2) if values else None}
+    return {
+        "n": len(values),
+        "p50_ms": _pct(values, 50),
+        "p90_ms": _pct(values, 90),
+        "p99_ms": _pct(values, 99),
+        "max_ms": round(max(values), 2) if values else None,
+    }
 
 
 async def deliver(request: web.Request) -> web.Response:

@@ -36,8 +36,24 @@ from bench.common import (
 )
 from bench.e2e import SINKS, Rig, delivered, sink_post, sink_stats, stats_hash
 
-RETRY = {"schedule": ["1s", "2s", "5s", "10s", "10s", "10s", "10s", "10s", "10s", "10s",
-                      "10s", "10s", "30s"], "jitter": 0.2}
+RETRY = {
+    "schedule": [
+        "1s",
+        "2s",
+        "5s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "10s",
+        "30s",
+    ],
+    "jitter": 0.2,
+}
 DOWN_SINK = "discord"
 REDIS_DOWN_S = 3.0
 
@@ -54,7 +70,11 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
     drain_limit = 150.0
     timeline: list[tuple[float, str]] = []
     restarts: dict[str, int] = {"web": 0, "worker": 0}
-    with workspace("soak") as (tmp, procs), redis_server(tmp) as rserver, RssSampler(1.0) as sampler:
+    with (
+        workspace("soak") as (tmp, procs),
+        redis_server(tmp) as rserver,
+        RssSampler(1.0) as sampler,
+    ):
         # A short retry schedule (a sink's `retry:`), so a one-minute outage heals within the run.
         rig = Rig(tmp, procs, rserver.url, retry=RETRY)
         notes = rig.notes
@@ -65,12 +85,38 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
         accepted_path = tmp / "accepted.json"
         t0 = time.monotonic()
         load = subprocess.Popen(
-            [PY, "-m", "bench.loadgen", "rate", "--url", rig.base, "--source", "ivpay", "--rate",
-             str(rate), "-d", str(total_s), "--retry", "--retry-for", "120", "--accepted-out",
-             str(accepted_path), "--repo", str(REPO), "--seq-base", "50000000"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
-        log(f"soak: {minutes:g} min at {rate:g} webhooks/s; {DOWN_SINK} sink down "
-            f"{down_at:.0f}-{down_at + down_for:.0f}s, Redis restart at {restart_at:.0f}s")
+            [
+                PY,
+                "-m",
+                "bench.loadgen",
+                "rate",
+                "--url",
+                rig.base,
+                "--source",
+                "ivpay",
+                "--rate",
+                str(rate),
+                "-d",
+                str(total_s),
+                "--retry",
+                "--retry-for",
+                "120",
+                "--accepted-out",
+                str(accepted_path),
+                "--repo",
+                str(REPO),
+                "--seq-base",
+                "50000000",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO),
+        )
+        log(
+            f"soak: {minutes:g} min at {rate:g} webhooks/s; {DOWN_SINK} sink down "
+            f"{down_at:.0f}-{down_at + down_for:.0f}s, Redis restart at {restart_at:.0f}s"
+        )
         phase = "up"
         redis_restarted = False
         next_report = 30.0
@@ -102,10 +148,13 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
                 proc = web if name == "web" else worker
                 if not proc.alive():
                     restarts[name] += 1
-                    timeline.append((round(now, 1), (f"{name} exited ({proc.popen.returncode}); "
-                                     "restarted")))
-                    log(f"soak: {name} exited with {proc.popen.returncode}: restarting\n"
-                        f"{proc.tail(5)}")
+                    timeline.append(
+                        (round(now, 1), (f"{name} exited ({proc.popen.returncode}); restarted"))
+                    )
+                    log(
+                        f"soak: {name} exited with {proc.popen.returncode}: restarting\n"
+                        f"{proc.tail(5)}"
+                    )
                     if name == "web":
                         web = start_ingress(procs, rig.config, rig.web_port)
                         sampler.watch("web", web.pid)
@@ -126,10 +175,14 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
                 break
             time.sleep(0.25)
         out, err = load.communicate(timeout=200)
-        load_result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
+        load_result = (
+            json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": err[-500:]}
+        )
         accepted = set(json.loads(accepted_path.read_text())) if accepted_path.exists() else set()
-        log(f"soak: load done: {len(accepted)} accepted (2xx), statuses {load_result.get('statuses')}, "
-            f"retries {load_result.get('retries')}, gave up {load_result.get('gave_up')}")
+        log(
+            f"soak: load done: {len(accepted)} accepted (2xx), statuses {load_result.get('statuses')}, "
+            f"retries {load_result.get('retries')}, gave up {load_result.get('gave_up')}"
+        )
         # drain: until every accepted event reached every sink, bounded
         drain_start = time.monotonic()
         missing: dict[str, int] = {}
@@ -146,23 +199,37 @@ def run(minutes: float = 3.0, rate: float = 50.0) -> dict[str, Any]:
         dlq = r.hlen(f"{PREFIX}:dlq")
         rss = sampler.result()
     result = {
-        "minutes": minutes, "rate": rate, "timeline": timeline, "notes": notes,
-        "load": load_result, "accepted_2xx": len(accepted),
+        "minutes": minutes,
+        "rate": rate,
+        "timeline": timeline,
+        "notes": notes,
+        "load": load_result,
+        "accepted_2xx": len(accepted),
         "delivered_distinct": {s: len(seen[s]) for s in SINKS},
         "missing": {s: len(accepted - seen[s]) for s in SINKS},
         "delivered_not_acknowledged": {s: len(seen[s] - accepted) for s in SINKS},
         "duplicates": {s: sinks_now.get(s, {}).get("duplicates", 0) for s in SINKS},
         "sink_refused_503": {s: sinks_now.get(s, {}).get("refused", 0) for s in SINKS},
-        "drain_s": round(drain_s, 1), "dlq": dlq, "restarts": restarts,
+        "drain_s": round(drain_s, 1),
+        "dlq": dlq,
+        "restarts": restarts,
         "relay_stats": {k: v for k, v in stats.items() if k.startswith(("dlv:", "in:", "evt:"))},
-        "rss": rss, "retry_schedule": RETRY,
+        "rss": rss,
+        "retry_schedule": RETRY,
     }
     ok = not any(result["missing"].values())
-    log(f"soak: accepted {len(accepted)}; delivered {result['delivered_distinct']}; MISSING "
+    log(
+        f"soak: accepted {len(accepted)}; delivered {result['delivered_distinct']}; MISSING "
         f"{result['missing']} ({'OK' if ok else 'FAIL'}); duplicates {result['duplicates']}; "
-        f"dlq {dlq}; restarts {restarts}; drained in {drain_s:.0f}s")
-    log("soak: RSS start -> end: " + ", ".join(
-        f"{k} {v['start_mib']} -> {v['last_mib']} MiB (peak {v['peak_mib']})" for k, v in rss.items()))
+        f"dlq {dlq}; restarts {restarts}; drained in {drain_s:.0f}s"
+    )
+    log(
+        "soak: RSS start -> end: "
+        + ", ".join(
+            f"{k} {v['start_mib']} -> {v['last_mib']} MiB (peak {v['peak_mib']})"
+            for k, v in rss.items()
+        )
+    )
     save_result("soak", result)
     return result
 

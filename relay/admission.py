@@ -62,17 +62,23 @@ class Admission:
         """None: go ahead (and call `leave` after). Else the outcome to record instead."""
         state, now = self._state(sink), time.monotonic()
         if now < state.blocked_until:
-            return state.hold(state.blocked_until, now,
-                              "rate limited: waiting as the sink asked (429)")
+            return state.hold(
+                state.blocked_until, now, "rate limited: waiting as the sink asked (429)"
+            )
         if state.limited:
             if now < state.next_probe_at:
-                return state.hold(state.next_probe_at, now,
-                                  "rate limited: the sink is asked once a second until it accepts")
+                return state.hold(
+                    state.next_probe_at,
+                    now,
+                    "rate limited: the sink is asked once a second until it accepts",
+                )
             state.next_probe_at = now + PROBE_INTERVAL_S
         cap = self._caps.get(sink)
         if cap is not None and state.in_flight >= cap:
-            return RetryLater(f"saturated: {cap} requests to this sink already in flight "
-                              "(it answers too slowly or not at all)")
+            return RetryLater(
+                f"saturated: {cap} requests to this sink already in flight "
+                "(it answers too slowly or not at all)"
+            )
         state.in_flight += 1
         return None
 

@@ -91,8 +91,13 @@ class Attempt:
     received_at: float
 
     def job_kwargs(self) -> dict[str, Any]:
-        return {"event": self.event.json, "sink": self.sink, "attempt": self.number,
-                "waits": self.waits, "received_at": self.received_at}
+        return {
+            "event": self.event.json,
+            "sink": self.sink,
+            "attempt": self.number,
+            "waits": self.waits,
+            "received_at": self.received_at,
+        }
 
 
 def next_delay(retry: RetryConfig, attempt: int, rng: random.Random | None = None) -> float | None:
@@ -121,16 +126,16 @@ class Pipeline:
         self._claim = redis.register_script(_CLAIM)
         self._delivered = redis.register_script(_DELIVERED)
         self.window_ms = int(config.dedupe.window * 1000)
-        longest = max(
-            [sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0]
-        )
+        longest = max([sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0])
         # Delivery state must outlive the longest retry schedule and the dedupe window.
         self.state_ttl_s = int(max(config.dedupe.window, longest + 86_400))
         self.sink_configs = {name: sink.config for name, sink in sinks.items()}
-        self.admission = Admission({
-            name: cfg.max_in_flight or default_max_in_flight(config.worker.concurrency)
-            for name, cfg in self.sink_configs.items()
-        })
+        self.admission = Admission(
+            {
+                name: cfg.max_in_flight or default_max_in_flight(config.worker.concurrency)
+                for name, cfg in self.sink_configs.items()
+            }
+        )
         self._last_ok_written: dict[str, float] = {}
 
     # --- inbound ------------------------------------------------------------------------
@@ -139,27 +144,41 @@ class Pipeline:
         self, inbound_id: str, request: InboundRequest, provider: Provider | None
     ) -> None:
         if provider is None:
-            await self.dead_inbound(inbound_id, request, f"source {request.source!r} is not configured")
+            await self.dead_inbound(
+                inbound_id, request, f"source {request.source!r} is not configured"
+            )
             return
         try:
             events = provider.normalize(request)
         except Exception as exc:  # a provider bug must not lose the request
             log.exception("normalize failed", source=request.source, inbound_id=inbound_id)
-            await self.dead_inbound(inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}")
+            await self.dead_inbound(
+                inbound_id, request, f"normalize failed: {type(exc).__name__}: {exc}"
+            )
             return
         if not events:  # e.g. a ping: nothing to relay, but it was seen
             await self.redis.hincrby(self.keys.stats, inbound_stat(request.source, "no_event"), 1)
-        await asyncio.gather(*(self.handle_event(e, inbound_id, request.received_at) for e in events))
+        await asyncio.gather(
+            *(self.handle_event(e, inbound_id, request.received_at) for e in events)
+        )
 
     async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
         states = await self._claim(
             keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id), self.keys.stats],
-            args=[inbound_id, self.window_ms, event_stat(event.source, event.type),
-                  event_stat(event.source, "duplicate")],
+            args=[
+                inbound_id,
+                self.window_ms,
+                event_stat(event.source, event.type),
+                event_stat(event.source, "duplicate"),
+            ],
         )
         if states is None:
-            log.info("duplicate event dropped", event_id=event.id, source=event.source,
-                     inbound_id=inbound_id)
+            log.info(
+                "duplicate event dropped",
+                event_id=event.id,
+                source=event.source,
+                inbound_id=inbound_id,
+            )
             return
         done = {states[i].decode() for i in range(0, len(states), 2)}
         stored = StoredEvent.of(event)
@@ -185,11 +204,19 @@ class Pipeline:
 
     async def dead_inbound(self, inbound_id: str, request: InboundRequest, reason: str) -> None:
         letter = DeadLetter(
-            id=inbound_id, kind="inbound", source=request.source, failed_at=clock.now(),
-            reason=reason, received_at=request.received_at,
-            inbound={"source": request.source, "body": request.body,
-                     "headers": dict(request.headers), "client_ip": request.client_ip,
-                     "received_at": request.received_at},
+            id=inbound_id,
+            kind="inbound",
+            source=request.source,
+            failed_at=clock.now(),
+            reason=reason,
+            received_at=request.received_at,
+            inbound={
+                "source": request.source,
+                "body": request.body,
+                "headers": dict(request.headers),
+                "client_ip": request.client_ip,
+                "received_at": request.received_at,
+            },
         )
         async with self.redis.pipeline(transaction=True) as pipe:
             self.dlq.add(pipe, letter)
@@ -197,8 +224,9 @@ class Pipeline:
             await pipe.execute()
         await self.dlq.trim()
         # The body stays in the dead letter (`relay dlq list --json`), never in the log.
-        log.error("inbound dead-lettered", inbound_id=inbound_id, source=request.source,
-                  reason=reason)
+        log.error(
+            "inbound dead-lettered", inbound_id=inbound_id, source=request.source, reason=reason
+        )
 
     # --- one delivery -------------------------------------------------------------------
 
@@ -207,8 +235,12 @@ class Pipeline:
         state = await self.redis.hget(self.keys.deliveries(attempt.event.id), attempt.sink)
         owner = f"job:{job_id}"
         if state is not None and state.decode() != owner:
-            log.info("delivery already handled", event_id=attempt.event.id, sink=attempt.sink,
-                     state=state.decode())
+            log.info(
+                "delivery already handled",
+                event_id=attempt.event.id,
+                sink=attempt.sink,
+                state=state.decode(),
+            )
             return
         if attempt.sink not in self.sinks:
             outcome: Outcome = Failed(f"sink {attempt.sink!r} is no longer configured")
@@ -255,7 +287,8 @@ class Pipeline:
         now = clock.now()
         delivered = [attempt for attempt, outcome in results if isinstance(outcome, Delivered)]
         failed: list[tuple[Attempt, RetryLater | Failed]] = [
-            (a, o) for a, o in results if not isinstance(o, Delivered)]
+            (a, o) for a, o in results if not isinstance(o, Delivered)
+        ]
         if delivered:
             await self._mark_delivered(delivered, now)
         if failed:
@@ -279,12 +312,22 @@ class Pipeline:
             if write_health:
                 self._last_ok_written[sink] = now
             keys += [self.keys.latency(sink), self.keys.sink_health(sink)]
-            args += [sink, delivery_stat(sink, "delivered"), _bucket(seconds), f"{seconds:.6f}",
-                     int(write_health)]
+            args += [
+                sink,
+                delivery_stat(sink, "delivered"),
+                _bucket(seconds),
+                f"{seconds:.6f}",
+                int(write_health),
+            ]
         await self._delivered(keys=keys, args=args)
         # One line per event, not per sink: logging is a tenth of a worker's CPU.
-        log.info("delivered", event_id=event.id, source=event.source,
-                 sink=",".join(a.sink for a in attempts), attempt=attempts[0].number)
+        log.info(
+            "delivered",
+            event_id=event.id,
+            source=event.source,
+            sink=",".join(a.sink for a in attempts),
+            attempt=attempts[0].number,
+        )
 
     def _record_failure(
         self, pipe: Any, attempt: Attempt, outcome: RetryLater | Failed, now: float
@@ -292,10 +335,17 @@ class Pipeline:
         """A retry (the next attempt's job) or a dead letter; True for a dead letter."""
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
-        fields = {"event_id": event_id, "source": attempt.event.source, "sink": sink,
-                  "attempt": attempt.number}
-        health = {"last_error": outcome.reason, "last_error_at": now,
-                  "last_status": outcome.status or 0}
+        fields = {
+            "event_id": event_id,
+            "source": attempt.event.source,
+            "sink": sink,
+            "attempt": attempt.number,
+        }
+        health = {
+            "last_error": outcome.reason,
+            "last_error_at": now,
+            "last_status": outcome.status or 0,
+        }
         self._last_ok_written.pop(sink, None)  # the next success is written at once
         retry = self._next(attempt, outcome)
         if retry is not None:
@@ -306,31 +356,48 @@ class Pipeline:
             kind = "rate_limited" if following.number == attempt.number else "retry"
             pipe.hincrby(self.keys.stats, delivery_stat(sink, kind), 1)
             pipe.hset(self.keys.sink_health(sink), mapping=health)
-            log.warning("delivery will be retried", reason=outcome.reason,
-                        status=outcome.status, retry_in_s=round(delay, 3), **fields)
+            log.warning(
+                "delivery will be retried",
+                reason=outcome.reason,
+                status=outcome.status,
+                retry_in_s=round(delay, 3),
+                **fields,
+            )
             return False
         health["gone"] = int(isinstance(outcome, Failed) and outcome.sink_gone)
-        self.dlq.add(pipe, DeadLetter(
-            id=delivery_letter_id(event_id, sink), kind="delivery",
-            source=attempt.event.source, failed_at=now, reason=outcome.reason,
-            attempts=attempt.number, sink=sink, event_id=event_id,
-            event_type=attempt.event.type, last_status=outcome.status,
-            excerpt=outcome.excerpt, received_at=attempt.received_at, event=attempt.event.json,
-        ))
+        self.dlq.add(
+            pipe,
+            DeadLetter(
+                id=delivery_letter_id(event_id, sink),
+                kind="delivery",
+                source=attempt.event.source,
+                failed_at=now,
+                reason=outcome.reason,
+                attempts=attempt.number,
+                sink=sink,
+                event_id=event_id,
+                event_type=attempt.event.type,
+                last_status=outcome.status,
+                excerpt=outcome.excerpt,
+                received_at=attempt.received_at,
+                event=attempt.event.json,
+            ),
+        )
         pipe.hset(state_key, sink, "dlq")
         pipe.hincrby(self.keys.stats, delivery_stat(sink, "failed"), 1)
         pipe.hset(self.keys.sink_health(sink), mapping=health)
         log.error("delivery dead-lettered", reason=outcome.reason, status=outcome.status, **fields)
         return True
 
-    def _next(
-        self, attempt: Attempt, outcome: RetryLater | Failed
-    ) -> tuple[float, Attempt] | None:
+    def _next(self, attempt: Attempt, outcome: RetryLater | Failed) -> tuple[float, Attempt] | None:
         """The delay and the attempt that follows a failure, or None: dead-letter it."""
         if isinstance(outcome, Failed):
             return None
-        retry = self.config.retry_for(self.sinks[attempt.sink].config) if attempt.sink in self.sinks \
+        retry = (
+            self.config.retry_for(self.sinks[attempt.sink].config)
+            if attempt.sink in self.sinks
             else self.config.retry
+        )
         # What a sink asks for is bounded by the schedule's own longest wait (an hour at
         # least); non-finite or negative values are treated as absent (sinks parse them so).
         ceiling = max([*retry.schedule, MIN_WAIT_CEILING_S])
@@ -341,15 +408,17 @@ class Pipeline:
             # A rate limit is a wait, not a failure: same attempt number, as long as asked.
             delay = min(ceiling, asked if asked is not None else DEFAULT_RATE_WAIT_S)
             delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
-            return delay, Attempt(attempt.event, attempt.sink, attempt.number, attempt.waits + 1,
-                                  attempt.received_at)
+            return delay, Attempt(
+                attempt.event, attempt.sink, attempt.number, attempt.waits + 1, attempt.received_at
+            )
         scheduled = next_delay(retry, attempt.number)
         if scheduled is None:
             return None
         # Never sooner than Retry-After asks.
         delay = scheduled if asked is None else max(scheduled, min(ceiling, asked))
-        return delay, Attempt(attempt.event, attempt.sink, attempt.number + 1, attempt.waits,
-                              attempt.received_at)
+        return delay, Attempt(
+            attempt.event, attempt.sink, attempt.number + 1, attempt.waits, attempt.received_at
+        )
 
 
 def default_max_in_flight(concurrency: int) -> int:

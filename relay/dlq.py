@@ -68,8 +68,11 @@ class DeadLetterQueue:
         oldest = [m for m, _ in await self.redis.zpopmin(self.keys.dlq_index, excess)]
         if oldest:
             await self.redis.hdel(self.keys.dlq, *oldest)
-            log.error("dead-letter queue full: oldest entries dropped", dropped=len(oldest),
-                      cap=self.max_entries)
+            log.error(
+                "dead-letter queue full: oldest entries dropped",
+                dropped=len(oldest),
+                cap=self.max_entries,
+            )
         return len(oldest)
 
     async def size(self) -> int:
@@ -88,7 +91,9 @@ class DeadLetterQueue:
         blobs = await self.redis.hmget(self.keys.dlq, ids)
         return [DeadLetter.unpack(blob) for blob in blobs if blob]
 
-    async def select(self, ids: list[str] | None, sink: str | None, everything: bool) -> list[DeadLetter]:
+    async def select(
+        self, ids: list[str] | None, sink: str | None, everything: bool
+    ) -> list[DeadLetter]:
         if ids:
             return await self.get(ids)
         if sink or everything:
@@ -101,23 +106,42 @@ class DeadLetterQueue:
         for letter in letters:
             async with self.redis.pipeline(transaction=True) as pipe:
                 if letter.kind == "delivery" and letter.event and letter.sink:
-                    job_id = delivery_job_id(letter.event_id or "", letter.sink, 1, f"r{uuid.uuid4().hex[:8]}")
-                    add_job(pipe, self.keys, job_id, DELIVER, {
-                        "event": letter.event, "sink": letter.sink, "attempt": 1, "waits": 0,
-                        "received_at": letter.received_at,
-                    })
-                    pipe.hset(self.keys.deliveries(letter.event_id or ""), letter.sink, f"job:{job_id}")
+                    job_id = delivery_job_id(
+                        letter.event_id or "", letter.sink, 1, f"r{uuid.uuid4().hex[:8]}"
+                    )
+                    add_job(
+                        pipe,
+                        self.keys,
+                        job_id,
+                        DELIVER,
+                        {
+                            "event": letter.event,
+                            "sink": letter.sink,
+                            "attempt": 1,
+                            "waits": 0,
+                            "received_at": letter.received_at,
+                        },
+                    )
+                    pipe.hset(
+                        self.keys.deliveries(letter.event_id or ""), letter.sink, f"job:{job_id}"
+                    )
                 elif letter.kind == "inbound" and letter.inbound:
                     job_id = f"{letter.id}_replay_{uuid.uuid4().hex[:8]}"
-                    add_job(pipe, self.keys, job_id, PROCESS_INBOUND,
-                            {"inbound": letter.inbound, "inbound_id": letter.id})
+                    add_job(
+                        pipe,
+                        self.keys,
+                        job_id,
+                        PROCESS_INBOUND,
+                        {"inbound": letter.inbound, "inbound_id": letter.id},
+                    )
                 else:
                     continue
                 pipe.hdel(self.keys.dlq, letter.id)
                 pipe.zrem(self.keys.dlq_index, letter.id)
                 await pipe.execute()
-            log.info("dead letter replayed", dlq_id=letter.id, sink=letter.sink,
-                     event_id=letter.event_id)
+            log.info(
+                "dead letter replayed", dlq_id=letter.id, sink=letter.sink, event_id=letter.event_id
+            )
             count += 1
         return count
 
@@ -130,4 +154,3 @@ class DeadLetterQueue:
             pipe.zrem(self.keys.dlq_index, *ids)
             await pipe.execute()
         return len(ids)
-

@@ -12,8 +12,26 @@ REJECTIONS_CAP = 200  # recent rejections kept for `relay status` (a list, trimm
 WORKER_TTL_S = 20  # a worker's heartbeat outlives several beats; gone means the worker is gone
 HEARTBEAT_S = 5
 INBOUND_JOB_TTL_S = 7 * 86400  # an unprocessed raw request outlives a week-long worker outage
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                   300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+    3600.0,
+    21600.0,
+    86400.0,
+)
 
 
 @dataclass(frozen=True)

@@ -104,21 +104,36 @@ async def take_snapshot(
         for name in sink_names:
             pipe.hgetall(keys.sink_health(name))
             pipe.hgetall(keys.latency(name))
-        (due, scheduled, first_due, later, dlq_size, stats, rejections, worker_ids,
-         *sink_hashes) = await pipe.execute()
+        (
+            due,
+            scheduled,
+            first_due,
+            later,
+            dlq_size,
+            stats,
+            rejections,
+            worker_ids,
+            *sink_hashes,
+        ) = await pipe.execute()
 
     stats = _hash(stats)
     sources, extra_sinks = _sources_and_sinks(stats, config)
-    health = {name: (_hash(sink_hashes[2 * i]), _hash(sink_hashes[2 * i + 1]))
-              for i, name in enumerate(sink_names)}
+    health = {
+        name: (_hash(sink_hashes[2 * i]), _hash(sink_hashes[2 * i + 1]))
+        for i, name in enumerate(sink_names)
+    }
     if extra_sinks:  # sinks removed from the config still have counters and maybe retries
         async with redis.pipeline(transaction=False) as pipe:
             for name in extra_sinks:
                 pipe.hgetall(keys.sink_health(name))
                 pipe.hgetall(keys.latency(name))
             extra = await pipe.execute()
-        health.update({name: (_hash(extra[2 * i]), _hash(extra[2 * i + 1]))
-                       for i, name in enumerate(extra_sinks)})
+        health.update(
+            {
+                name: (_hash(extra[2 * i]), _hash(extra[2 * i + 1]))
+                for i, name in enumerate(extra_sinks)
+            }
+        )
 
     workers = await _workers(redis, keys, worker_ids, now)
     memory = await read_memory(redis)  # its own round trip: a host may refuse INFO alone
@@ -228,15 +243,17 @@ async def _workers(redis: Any, keys: Keys, worker_ids: Any, now: float) -> list[
         at = _float(str(info.get("at", "")))
         if at is not None and now - at > WORKER_TTL_S:
             continue
-        workers.append(WorkerStatus(
-            id=str(info.get("id") or key.removeprefix(f"{keys.prefix}:worker:")),
-            running=int(info.get("running") or 0),
-            started_at=_float(str(info.get("started_at", ""))),
-            at=at,
-            complete=int(info.get("complete") or 0),
-            retried=int(info.get("retried") or 0),
-            failed=int(info.get("failed") or 0),
-        ))
+        workers.append(
+            WorkerStatus(
+                id=str(info.get("id") or key.removeprefix(f"{keys.prefix}:worker:")),
+                running=int(info.get("running") or 0),
+                started_at=_float(str(info.get("started_at", ""))),
+                at=at,
+                complete=int(info.get("complete") or 0),
+                retried=int(info.get("retried") or 0),
+                failed=int(info.get("failed") or 0),
+            )
+        )
     return workers
 
 
@@ -260,8 +277,9 @@ async def _oldest_waiting_age(
         offset += len(page)
         if offset >= due:
             return None  # every due job is running: nothing waits
-        more = await redis.zrangebyscore(keys.queue, "-inf", now_ms, start=offset,
-                                         num=OLDEST_PAGE, withscores=True)
+        more = await redis.zrangebyscore(
+            keys.queue, "-inf", now_ms, start=offset, num=OLDEST_PAGE, withscores=True
+        )
         page = [(_s(member), float(score)) for member, score in more]
     # More running jobs than we look through: report the next unchecked job's age, an upper
     # bound that is close (everything before it was running).

@@ -32,7 +32,9 @@ DELIVER = "deliver"
 # KEYS: byte-identical marker, arq job key, arq queue, stats hash.
 # ARGV: job id, marker TTL ms, job blob, job TTL ms, (unused), stored field, duplicate field.
 # The job is scored with Redis's own clock (relay.clock), never the ingress host's.
-_STORE = LUA_NOW_MS + """
+_STORE = (
+    LUA_NOW_MS
+    + """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) == false then
   redis.call('HINCRBY', KEYS[4], ARGV[7], 1)
   return 0
@@ -42,6 +44,7 @@ redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
 return 1
 """
+)
 
 
 def serialize(obj: Any) -> bytes:
@@ -62,8 +65,11 @@ def inbound_id(source: str, body: bytes) -> str:
 def request_to_job(request: InboundRequest, keep_headers: tuple[str, ...]) -> dict[str, Any]:
     # The URL token is a secret and verification is done: it is not stored. Header values are
     # kept as the bytes received (aiohttp surrogate-escapes non-UTF-8 bytes; msgpack cannot).
-    headers = {name: request.headers[name].encode("utf-8", "surrogateescape")
-               for name in keep_headers if name in request.headers}
+    headers = {
+        name: request.headers[name].encode("utf-8", "surrogateescape")
+        for name in keep_headers
+        if name in request.headers
+    }
     return {
         "source": request.source,
         "body": request.body,
@@ -77,8 +83,10 @@ def job_to_request(job: dict[str, Any]) -> InboundRequest:
     return InboundRequest(
         source=job["source"],
         body=job["body"],
-        headers={name: value.decode("utf-8", "surrogateescape") if isinstance(value, bytes)
-                 else value for name, value in (job.get("headers") or {}).items()},
+        headers={
+            name: value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+            for name, value in (job.get("headers") or {}).items()
+        },
         client_ip=job.get("client_ip", ""),
         received_at=job.get("received_at", 0.0),
     )
@@ -135,7 +143,9 @@ class ScriptBatcher:
             else:
                 future.set_result(result)
 
-    async def _execute(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+    async def _execute(
+        self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
         for _ in range(2):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
@@ -160,8 +170,14 @@ class InboundStore:
     async def store(self, request: InboundRequest, keep_headers: tuple[str, ...]) -> Stored:
         job_id = inbound_id(request.source, request.body)
         now_ms = clock.now_ms()
-        blob = serialize_job(PROCESS_INBOUND, (), {"inbound": request_to_job(request, keep_headers)},
-                             None, now_ms, serializer=serialize)
+        blob = serialize_job(
+            PROCESS_INBOUND,
+            (),
+            {"inbound": request_to_job(request, keep_headers)},
+            None,
+            now_ms,
+            serializer=serialize,
+        )
         created = await self._script(
             keys=[
                 self.keys.inbound_seen(job_id),

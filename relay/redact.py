@@ -105,7 +105,7 @@ def _shorten_url(match: re.Match[str]) -> str:
     host = authority.rpartition("@")[2]
     if not _HOST_PORT.fullmatch(host):
         return f"{scheme}://{DROPPED}{tail}"
-    after = rest[len(authority):]
+    after = rest[len(authority) :]
     if has_userinfo or after not in ("", "/"):
         after = f"/{DROPPED}"
     return f"{scheme}://{host}{after}{tail}"

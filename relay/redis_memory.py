@@ -49,8 +49,12 @@ class MemoryState:
         return self.policy is not None and self.policy != NOEVICTION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"used_bytes": self.used_bytes, "max_bytes": self.max_bytes,
-                "policy": self.policy, "fraction": self.fraction}
+        return {
+            "used_bytes": self.used_bytes,
+            "max_bytes": self.max_bytes,
+            "policy": self.policy,
+            "fraction": self.fraction,
+        }
 
 
 class EvictingRedis(Exception):
@@ -92,11 +96,15 @@ async def read_memory(redis: Any) -> MemoryState:
 
 def eviction_message(policy: str, allowed: bool) -> str:
     """The loud message for an evicting policy: what it does and how to fix it."""
-    what = (f"Redis maxmemory-policy is {policy!r}: when Redis is full it deletes keys, "
-            "including queued webhooks the relay has already answered 2xx for (lost for good)")
-    fix = ("Set it to noeviction: on Heroku `heroku redis:maxmemory --policy noeviction`; "
-           "self-hosted `redis-cli CONFIG SET maxmemory-policy noeviction` and "
-           "`maxmemory-policy noeviction` in redis.conf")
+    what = (
+        f"Redis maxmemory-policy is {policy!r}: when Redis is full it deletes keys, "
+        "including queued webhooks the relay has already answered 2xx for (lost for good)"
+    )
+    fix = (
+        "Set it to noeviction: on Heroku `heroku redis:maxmemory --policy noeviction`; "
+        "self-hosted `redis-cli CONFIG SET maxmemory-policy noeviction` and "
+        "`maxmemory-policy noeviction` in redis.conf"
+    )
     if allowed:
         return f"{what}. Running anyway because allow_redis_eviction is true. {fix}."
     return f"{what}. {fix}. To run anyway, set `allow_redis_eviction: true` in the config."
@@ -120,12 +128,16 @@ def memory_message(state: MemoryState, ratio: float, extra_bytes: int = 0) -> st
     limit, used = state.max_bytes, state.used_bytes
     shed_at = shed_at_bytes(limit, ratio)
     if used >= shed_at:
-        return (f"Redis memory at {used / limit:.0%} of maxmemory ({_mib(used)} of "
-                f"{_mib(limit)}; the ingress sheds from {_mib(shed_at)} so the workers keep "
-                "room to drain): if the queue is long add workers, else raise maxmemory")
+        return (
+            f"Redis memory at {used / limit:.0%} of maxmemory ({_mib(used)} of "
+            f"{_mib(limit)}; the ingress sheds from {_mib(shed_at)} so the workers keep "
+            "room to drain): if the queue is long add workers, else raise maxmemory"
+        )
     if used + extra_bytes >= shed_at + (limit - shed_at) / 4:
-        return (f"this ingress stored about {_mib(extra_bytes)} since Redis read "
-                f"{used / limit:.0%} of maxmemory: holding back until the next reading")
+        return (
+            f"this ingress stored about {_mib(extra_bytes)} since Redis read "
+            f"{used / limit:.0%} of maxmemory: holding back until the next reading"
+        )
     return None
 
 
@@ -136,24 +148,32 @@ def _mib(n: int) -> str:
 def enforce_policy(state: MemoryState, allow: bool, log: Any) -> None:
     """Raise EvictingRedis for an evicting policy unless allowed; log what was found."""
     if state.policy is None:
-        log.warning("cannot read Redis maxmemory-policy (INFO memory gave none): not checked; "
-                    "make sure it is noeviction")
+        log.warning(
+            "cannot read Redis maxmemory-policy (INFO memory gave none): not checked; "
+            "make sure it is noeviction"
+        )
     elif state.evicting:
         if not allow:
             raise EvictingRedis(state.policy)
-        log.error("redis may evict queued webhooks", policy=state.policy,
-                  detail=eviction_message(state.policy, allowed=True))
+        log.error(
+            "redis may evict queued webhooks",
+            policy=state.policy,
+            detail=eviction_message(state.policy, allowed=True),
+        )
 
 
-async def check_eviction_policy(redis: Any, allow: bool, log: Any,
-                                timeout: float = CHECK_TIMEOUT_S) -> None:
+async def check_eviction_policy(
+    redis: Any, allow: bool, log: Any, timeout: float = CHECK_TIMEOUT_S
+) -> None:
     """The start-up check of both processes: raises EvictingRedis when Redis may evict and
     `allow` is False; warns (and returns) when the policy cannot be read."""
     try:
         async with asyncio.timeout(timeout):
             state = await read_memory(redis)
     except (RedisError, OSError, TimeoutError) as exc:
-        log.warning("cannot read Redis maxmemory-policy (Redis unreachable): not checked at "
-                    "start", error=type(exc).__name__)
+        log.warning(
+            "cannot read Redis maxmemory-policy (Redis unreachable): not checked at start",
+            error=type(exc).__name__,
+        )
         return
     enforce_policy(state, allow, log)

@@ -13,8 +13,9 @@ import orjson
 from relay.keys import INBOUND_OUTCOMES, LATENCY_BUCKETS, UNAVAILABLE
 from relay.redis_memory import MemoryState, eviction_message, memory_message, shed_at_bytes
 
-UNREADABLE_POLICY = ("Redis maxmemory-policy could not be read (INFO memory): make sure it "
-                     "is noeviction")
+UNREADABLE_POLICY = (
+    "Redis maxmemory-policy could not be read (INFO memory): make sure it is noeviction"
+)
 BUCKET_LABELS = (*tuple(str(b) for b in LATENCY_BUCKETS), "+Inf")
 
 
@@ -92,8 +93,9 @@ class SourceStatus:
 
     @property
     def rejected(self) -> int:
-        return sum(n for k, n in self.inbound.items()
-                   if k not in INBOUND_OUTCOMES and k != UNAVAILABLE)
+        return sum(
+            n for k, n in self.inbound.items() if k not in INBOUND_OUTCOMES and k != UNAVAILABLE
+        )
 
     @property
     def unavailable(self) -> int:
@@ -185,8 +187,12 @@ class Snapshot:
             "dlq_size": self.dlq_size,
             "workers": [dataclasses.asdict(w) for w in self.workers],
             "sources": {
-                s.name: {"configured": s.configured, "inbound": s.inbound, "events": s.events,
-                         "duplicates": s.duplicates}
+                s.name: {
+                    "configured": s.configured,
+                    "inbound": s.inbound,
+                    "events": s.events,
+                    "duplicates": s.duplicates,
+                }
                 for s in self.sources
             },
             "sinks": {s.name: _sink_dict(s) for s in self.sinks},
@@ -202,9 +208,14 @@ class Snapshot:
         memory = self.redis_memory.to_dict() if self.redis_memory else {}
         limit = self.redis_memory.max_bytes if self.redis_memory else None
         shed_at = shed_at_bytes(limit, self.shed_memory_ratio) if limit else None
-        return {**memory, "shed_memory_ratio": self.shed_memory_ratio, "shed_at_bytes": shed_at,
-                "allow_redis_eviction": self.allow_redis_eviction,
-                "shedding": self.shedding is not None, "unavailable": self.unavailable}
+        return {
+            **memory,
+            "shed_memory_ratio": self.shed_memory_ratio,
+            "shed_at_bytes": shed_at,
+            "allow_redis_eviction": self.allow_redis_eviction,
+            "shedding": self.shedding is not None,
+            "unavailable": self.unavailable,
+        }
 
     def to_json(self, indent: bool = True) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2 if indent else 0)

@@ -21,8 +21,14 @@ REJECTIONS_SHOWN = 10
 
 def render(snapshot: Snapshot) -> Group:
     """The whole report: queue, sinks, sources, workers, recent rejections."""
-    parts: list[Any] = [*_verdict(snapshot), _redis_table(snapshot), _queue_table(snapshot),
-                        _sinks_table(snapshot), _sources_table(snapshot), _workers_table(snapshot)]
+    parts: list[Any] = [
+        *_verdict(snapshot),
+        _redis_table(snapshot),
+        _queue_table(snapshot),
+        _sinks_table(snapshot),
+        _sources_table(snapshot),
+        _workers_table(snapshot),
+    ]
     if snapshot.rejections:
         parts.append(_rejections_table(snapshot))
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
@@ -61,8 +67,10 @@ def _memory_text(snapshot: Snapshot) -> str:
     if not memory.max_bytes:
         return f"{used} (no maxmemory)"
     shed_at = shed_at_bytes(memory.max_bytes, snapshot.shed_memory_ratio)
-    return (f"{used} of {memory.max_bytes / 1048576:.1f} MiB ({memory.fraction:.0%}; "
-            f"sheds from {shed_at / 1048576:.1f} MiB)")
+    return (
+        f"{used} of {memory.max_bytes / 1048576:.1f} MiB ({memory.fraction:.0%}; "
+        f"sheds from {shed_at / 1048576:.1f} MiB)"
+    )
 
 
 def _queue_table(snapshot: Snapshot) -> Table:
@@ -91,15 +99,24 @@ def _sinks_table(snapshot: Snapshot) -> Table:
         state = _sink_state(sink)
         error = "-"
         if sink.last_error:
-            status = f"HTTP {sink.last_status}: " if sink.last_status and \
-                str(sink.last_status) not in sink.last_error else ""
+            status = (
+                f"HTTP {sink.last_status}: "
+                if sink.last_status and str(sink.last_status) not in sink.last_error
+                else ""
+            )
             error = f"{status}{sink.last_error} ({ago(sink.last_error_at, now)})"
         name = sink.name if sink.configured else f"{sink.name} (not configured)"
         table.add_row(
-            name, state, str(sink.delivered), str(sink.retrying_now),
-            Text(str(sink.failed), style="red" if sink.failed else ""), str(sink.rate_limited),
-            duration(sink.latency.quantile(0.5)), duration(sink.latency.quantile(0.95)),
-            ago(sink.last_ok_at, now), Text(error, style="red" if not sink.healthy else "dim"),
+            name,
+            state,
+            str(sink.delivered),
+            str(sink.retrying_now),
+            Text(str(sink.failed), style="red" if sink.failed else ""),
+            str(sink.rate_limited),
+            duration(sink.latency.quantile(0.5)),
+            duration(sink.latency.quantile(0.95)),
+            ago(sink.last_ok_at, now),
+            Text(error, style="red" if not sink.healthy else "dim"),
         )
     return table
 
@@ -121,14 +138,20 @@ def _sources_table(snapshot: Snapshot) -> Table:
         table.add_column(column, justify="right")
     table.add_column("rejections by reason")
     for source in snapshot.sources:
-        reasons = ", ".join(f"{k} {n}" for k, n in sorted(source.inbound.items())
-                            if k not in (*INBOUND_OUTCOMES, UNAVAILABLE))
+        reasons = ", ".join(
+            f"{k} {n}"
+            for k, n in sorted(source.inbound.items())
+            if k not in (*INBOUND_OUTCOMES, UNAVAILABLE)
+        )
         table.add_row(
             _source_label(source),
-            str(source.stored), str(source.inbound.get("duplicate", 0)),
+            str(source.stored),
+            str(source.inbound.get("duplicate", 0)),
             Text(str(source.unavailable), style="yellow" if source.unavailable else ""),
             Text(str(source.rejected), style="yellow" if source.rejected else ""),
-            str(sum(source.events.values())), str(source.duplicates), reasons or "-",
+            str(sum(source.events.values())),
+            str(source.duplicates),
+            reasons or "-",
         )
     return table
 
@@ -142,16 +165,27 @@ def _source_label(source: Any) -> Text:
 def _workers_table(snapshot: Snapshot) -> Table:
     now = snapshot.taken_at
     table = Table(title=f"Workers ({len(snapshot.workers)} alive)", title_justify="left")
-    for column, justify in (("worker", "left"), ("running", "right"), ("completed", "right"),
-                            ("up", "right"), ("last beat", "right")):
+    for column, justify in (
+        ("worker", "left"),
+        ("running", "right"),
+        ("completed", "right"),
+        ("up", "right"),
+        ("last beat", "right"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for worker in snapshot.workers:
         up = duration(now - worker.started_at) if worker.started_at else "-"
-        table.add_row(Text(worker.id), str(worker.running), str(worker.complete), up,
-                      ago(worker.at, now))
+        table.add_row(
+            Text(worker.id), str(worker.running), str(worker.complete), up, ago(worker.at, now)
+        )
     if not snapshot.workers:
-        table.add_row(Text("no worker is running: nothing is being delivered", style="bold red"),
-                      "", "", "", "")
+        table.add_row(
+            Text("no worker is running: nothing is being delivered", style="bold red"),
+            "",
+            "",
+            "",
+            "",
+        )
     return table
 
 
@@ -162,6 +196,12 @@ def _rejections_table(snapshot: Snapshot) -> Table:
         table.add_column(column, overflow="fold")
     for rejection in snapshot.rejections[:REJECTIONS_SHOWN]:
         # Text(), not markup: a source name or reason comes from the request and may hold '['.
-        table.add_row(ago(rejection.at, now), Text(rejection.source), str(rejection.status),
-                      Text(rejection.error), Text(rejection.reason), Text(rejection.client_ip))
+        table.add_row(
+            ago(rejection.at, now),
+            Text(rejection.source),
+            str(rejection.status),
+            Text(rejection.error),
+            Text(rejection.reason),
+            Text(rejection.client_ip),
+        )
     return table

@@ -205,10 +205,18 @@ def relay_config(merchant_url: str, token: str = "") -> dict[str, Any]:
         "sinks": {
             "shop": {"type": "http", "url": f"{merchant_url}/ok", "secret": MONITOR_WHSEC},
             # A long first retry keeps its deliveries scheduled for the whole test.
-            "ops": {"type": "http", "url": f"{merchant_url}/down", "secret": MONITOR_WHSEC,
-                    "retry": {"schedule": ["30m", "2h"], "jitter": 0}},
-            "legacy": {"type": "http", "url": f"{merchant_url}/gone", "secret": MONITOR_WHSEC,
-                       "events": ["payment.paid"]},
+            "ops": {
+                "type": "http",
+                "url": f"{merchant_url}/down",
+                "secret": MONITOR_WHSEC,
+                "retry": {"schedule": ["30m", "2h"], "jitter": 0},
+            },
+            "legacy": {
+                "type": "http",
+                "url": f"{merchant_url}/gone",
+                "secret": MONITOR_WHSEC,
+                "events": ["payment.paid"],
+            },
         },
     }
 
@@ -240,14 +248,21 @@ async def _merchant() -> TestServer:
     return server
 
 
-async def make_realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: Any,
-                         merchant: TestServer, token: str = "") -> Realistic:
+async def make_realistic(
+    ingress: Any,
+    run_worker: Any,
+    redis: Any,
+    config_factory: Any,
+    merchant: TestServer,
+    token: str = "",
+) -> Realistic:
     raw = relay_config(str(merchant.make_url("")).rstrip("/"), token)
     client = await ingress(raw)
     headers = {"X-API-KEY": IVPAY_KEY}
     for payment, status in (("p1", "PAID"), ("p2", "PAID"), ("p3", "CREATED")):
-        response = await client.post("/hooks/ivpay", data=ivpay_body(payment, status),
-                                     headers=headers)
+        response = await client.post(
+            "/hooks/ivpay", data=ivpay_body(payment, status), headers=headers
+        )
         assert response.status == 200
     # A provider's retry of the same bytes, a wrong API key and a typo in the source name.
     assert (await client.post("/hooks/ivpay", data=ivpay_body("p1"), headers=headers)).status == 200
@@ -259,10 +274,13 @@ async def make_realistic(ingress: Any, run_worker: Any, redis: Any, config_facto
 
     async def settled() -> bool:
         stats = await redis.hgetall("relay:stats")
-        return (stats.get(b"dlv:shop:delivered") == b"3" and stats.get(b"dlv:ops:retry") == b"3"
-                and stats.get(b"dlv:legacy:failed") == b"2"
-                and await redis.zcount("relay:queue", "-inf", int(time.time() * 1000)) == 0
-                and all(task.done() for task in worker.tasks.values()))
+        return (
+            stats.get(b"dlv:shop:delivered") == b"3"
+            and stats.get(b"dlv:ops:retry") == b"3"
+            and stats.get(b"dlv:legacy:failed") == b"2"
+            and await redis.zcount("relay:queue", "-inf", int(time.time() * 1000)) == 0
+            and all(task.done() for task in worker.tasks.values())
+        )
 
     await wait_for(settled, timeout=15)
     # The worker's heartbeat (what `in_progress` is read from) is written every few seconds;
@@ -281,14 +299,16 @@ async def merchant() -> AsyncIterator[TestServer]:
 
 
 @pytest_asyncio.fixture
-async def realistic(ingress: Any, run_worker: Any, redis: Any, config_factory: ConfigFactory,
-                    merchant: TestServer) -> Realistic:
+async def realistic(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: ConfigFactory, merchant: TestServer
+) -> Realistic:
     """Some deliveries, a retrying sink, a gone sink with dead letters, rejections; open admin."""
     return await make_realistic(ingress, run_worker, redis, config_factory, merchant)
 
 
 @pytest_asyncio.fixture
-async def realistic_with_token(ingress: Any, run_worker: Any, redis: Any,
-                               config_factory: ConfigFactory, merchant: TestServer) -> Realistic:
+async def realistic_with_token(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: ConfigFactory, merchant: TestServer
+) -> Realistic:
     """The same state, with `admin.token` set."""
     return await make_realistic(ingress, run_worker, redis, config_factory, merchant, ADMIN_TOKEN)

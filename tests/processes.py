@@ -41,15 +41,27 @@ class RelayProcess:
     """One `relay serve` or `relay worker` child, logging to a file. With `clock_shift_s`, its
     wall clock runs that many seconds off (clock_shift_env)."""
 
-    def __init__(self, command: str, config: Path, log_dir: Path, redis_url: str,
-                 port: int | None = None, extra_env: dict[str, str] | None = None,
-                 clock_shift_s: float | None = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        config: Path,
+        log_dir: Path,
+        redis_url: str,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        clock_shift_s: float | None = None,
+    ) -> None:
         self.command = command
         self.config = config
         self.port = port or (free_port() if command == "serve" else None)
         self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
-        self.env = {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO",
-                    **(extra_env or {})}
+        self.env = {
+            **os.environ,
+            **TEST_SECRETS,
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "INFO",
+            **(extra_env or {}),
+        }
         if clock_shift_s is not None:
             self.env = clock_shift_env(clock_shift_s, self.env)
         self.process: subprocess.Popen[bytes] | None = None
@@ -63,8 +75,9 @@ class RelayProcess:
         if self.port:
             args += ["--port", str(self.port), "--host", "127.0.0.1"]
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in wait()
-        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            args, cwd=REPO, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         return self
 
     async def ready(self, timeout: float = 20.0) -> RelayProcess:

@@ -96,8 +96,11 @@ class Reply:
         cls, retry_after: float = 0.5, *, is_global: bool = False, header: str | None = None
     ) -> Reply:
         """Discord's 429: JSON `retry_after` (float seconds), `Retry-After` header, `Via`."""
-        body = {"message": "You are being rate limited.", "retry_after": retry_after,
-                "global": is_global}
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": is_global,
+        }
         headers = {
             "Retry-After": header if header is not None else str(max(1, round(retry_after))),
             "X-RateLimit-Limit": "5",
@@ -402,8 +405,13 @@ class SinkServer:
             body=body,
             at=arrived,
         )
-        flavour = ("discord" if request.path.startswith(DISCORD_PREFIX)
-                   else "slack" if request.path.startswith(SLACK_PREFIX) else "merchant")
+        flavour = (
+            "discord"
+            if request.path.startswith(DISCORD_PREFIX)
+            else "slack"
+            if request.path.startswith(SLACK_PREFIX)
+            else "merchant"
+        )
         payload: Any = None
         if flavour != "merchant":
             try:
@@ -431,19 +439,34 @@ class SinkServer:
         if flavour == "discord":
             if record.violations:
                 errors = [{"code": "BASE_TYPE_INVALID", "message": v} for v in record.violations]
-                return Reply(400, {"code": 50035, "message": "Invalid Form Body",
-                                   "errors": {"_errors": errors}})
+                return Reply(
+                    400,
+                    {"code": 50035, "message": "Invalid Form Body", "errors": {"_errors": errors}},
+                )
             if record.query.get("wait", "").lower() in ("true", "1"):
-                return Reply(200, {"id": str(1_000_000_000_000_000 + len(self._requests)),
-                                   "type": 0, "content": payload.get("content", ""),
-                                   "embeds": payload.get("embeds", []),
-                                   "webhook_id": record.path.split("/")[3]})
+                return Reply(
+                    200,
+                    {
+                        "id": str(1_000_000_000_000_000 + len(self._requests)),
+                        "type": 0,
+                        "content": payload.get("content", ""),
+                        "embeds": payload.get("embeds", []),
+                        "webhook_id": record.path.split("/")[3],
+                    },
+                )
             return Reply(204, "")
         if flavour == "slack":
             if record.violations:
                 first = record.violations[0]
-                text = "no_text" if first == "no_text" else (
-                    "invalid_blocks" if first.startswith("invalid_blocks") else "invalid_payload")
+                text = (
+                    "no_text"
+                    if first == "no_text"
+                    else (
+                        "invalid_blocks"
+                        if first.startswith("invalid_blocks")
+                        else "invalid_payload"
+                    )
+                )
                 return Reply(400, text)
             return Reply(200, "ok")
         return Reply(200, "ok")
@@ -471,27 +494,40 @@ class SinkServer:
 # --- events -------------------------------------------------------------------------------
 
 
-def payment_event(type: str = "payment.completed", *, source: str = "coinable",
-                  dedupe_key: str = "key-1", payment: Mapping[str, Any] | None = None,
-                  **overrides: Any) -> StoredEvent:
+def payment_event(
+    type: str = "payment.completed",
+    *,
+    source: str = "coinable",
+    dedupe_key: str = "key-1",
+    payment: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> StoredEvent:
     """A canonical event built with `PaymentEvent.build`, as the worker carries it.
 
     Defaults to Coinable's example: 0.86 SOL for "simple test product"; `payment` entries
     replace the defaults (None clears one)."""
     fields: dict[str, Any] = {
-        "id": "cs_7f3a9c", "reference": "order-1001", "amount": "0.86", "currency": "SOL",
-        "network": "SOL", "description": "simple test product",
-        "tx_hash": "5VfYmGz3hK9", "tx_url": "https://explorer.solana.com/tx/5VfYmGz3hK9",
+        "id": "cs_7f3a9c",
+        "reference": "order-1001",
+        "amount": "0.86",
+        "currency": "SOL",
+        "network": "SOL",
+        "description": "simple test product",
+        "tx_hash": "5VfYmGz3hK9",
+        "tx_url": "https://explorer.solana.com/tx/5VfYmGz3hK9",
     }
     fields.update(payment or {})
     options: dict[str, Any] = {
-        "provider": source, "provider_event": "checkout.session.completed",
-        "received_at": 1_726_248_786.123, "occurred_at": "2024-09-13T17:33:05Z",
+        "provider": source,
+        "provider_event": "checkout.session.completed",
+        "received_at": 1_726_248_786.123,
+        "occurred_at": "2024-09-13T17:33:05Z",
         "data": {"type": "checkout.session.completed"},
     }
     options.update(overrides)
-    event = PaymentEvent.build(source=source, dedupe_key=dedupe_key, type=type,
-                               payment=fields, **options)
+    event = PaymentEvent.build(
+        source=source, dedupe_key=dedupe_key, type=type, payment=fields, **options
+    )
     return StoredEvent(event.to_json())
 
 

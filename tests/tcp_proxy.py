@@ -44,8 +44,9 @@ CHUNK = 65536
 
 
 class TcpProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.host = host
         self.port = port  # the bound port once started
@@ -246,8 +247,7 @@ class TcpProxy:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, client_r: asyncio.StreamReader,
-                      client_w: asyncio.StreamWriter) -> None:
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -265,8 +265,9 @@ class TcpProxy:
             try:
                 if self.is_cut or self._closed:  # cut while connecting
                     return
-                await asyncio.gather(self._pump(client_r, upstream_w),
-                                     self._pump(upstream_r, client_w))
+                await asyncio.gather(
+                    self._pump(client_r, upstream_w), self._pump(upstream_r, client_w)
+                )
             finally:
                 self._writers.discard(upstream_w)
                 upstream_w.close()

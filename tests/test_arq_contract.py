@@ -45,4 +45,5 @@ def _digest(name: str) -> str:
 def test_arq_code_the_worker_relies_on_is_unchanged(name: str) -> None:
     assert _digest(name) == PINNED[name], (
         f"arq {arq.VERSION} changed {name}: review workers/settings.py (RelayWorker) and "
-        f"workers/jobs.py against it (see this module's docstring), then update the digest")
+        f"workers/jobs.py against it (see this module's docstring), then update the digest"
+    )

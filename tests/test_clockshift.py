@@ -44,8 +44,9 @@ MONOTONIC = ("monotonic", "asyncio_loop", "uvloop_loop")
 def probe(env: dict[str, str]) -> tuple[dict[str, Any], tuple[float, float], tuple[float, float]]:
     """The child's readings, and this process's wall and monotonic time around the child."""
     wall0, mono0 = time.time(), time.monotonic()
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                         check=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, check=True, timeout=30
+    )
     wall1, mono1 = time.time(), time.monotonic()
     assert not out.stderr, out.stderr  # no warning (e.g. a C extension's datetime size check)
     return json.loads(out.stdout), (wall0, wall1), (mono0, mono1)
@@ -80,8 +81,13 @@ def test_no_shift_without_the_variable() -> None:
 def test_a_bad_shift_fails_the_child_loudly() -> None:
     env = clock_shift_env(0)
     env["RELAY_TEST_CLOCK_SHIFT_S"] = "ten minutes"
-    done = subprocess.run([sys.executable, "-c", "print('ran')"], env=env, check=False,
-                          capture_output=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", "print('ran')"],
+        env=env,
+        check=False,
+        capture_output=True,
+        timeout=30,
+    )
     assert done.returncode != 0 and b"ran" not in done.stdout
     assert b"RELAY_TEST_CLOCK_SHIFT_S" in done.stderr
 
@@ -93,11 +99,14 @@ async def test_relay_process_runs_with_a_shifted_clock(
     """RelayProcess(clock_shift_s=...): the relay's own log timestamps (structlog, from
     datetime.now) come from the shifted clock."""
     shift = -3600.0
-    config = write_config(tmp_path, {
-        "redis_url": redis_url,
-        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-        "sinks": {},
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "redis_url": redis_url,
+            "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+            "sinks": {},
+        },
+    )
     began = time.time()
     child = RelayProcess(command, config, tmp_path, redis_url, clock_shift_s=shift).start()
     try:

@@ -31,12 +31,20 @@ sinks:
 
 
 def run_relay(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relay.cli", *args], capture_output=True,
-                          text=True, cwd=REPO, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("5s", 5), ("10m", 600),
-                                               ("2h", 7200), ("3d", 259200), (7, 7.0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("5s", 5), ("10m", 600), ("2h", 7200), ("3d", 259200), (7, 7.0)],
+)
 def test_durations(text: object, seconds: float) -> None:
     """Durations in the spec's units parse to seconds."""
     assert parse_duration(text) == seconds
@@ -45,8 +53,10 @@ def test_durations(text: object, seconds: float) -> None:
 def test_env_interpolation_with_default() -> None:
     """${VAR} takes the environment, ${VAR:-default} the default when unset."""
     loaded = validate(
-        {"sources": {"ivpay": {"provider": "ivpay", "api_key": "${K}"}},
-         "admin": {"token": "${TOKEN:-fallback}"}},
+        {
+            "sources": {"ivpay": {"provider": "ivpay", "api_key": "${K}"}},
+            "admin": {"token": "${TOKEN:-fallback}"},
+        },
         env={"K": "the-key-123"},
     )
     assert loaded.config.sources["ivpay"].api_key == ["the-key-123"]
@@ -71,7 +81,23 @@ def test_five_mistakes_reported_with_paths(tmp_path: Path) -> None:
 
 def test_example_and_dev_configs_are_valid() -> None:
     """The shipped example (with its variables set) and dev configs pass check-config."""
-    env = dict.fromkeys(("IVPAY_API_KEY", "COINPAYMENTS_CLIENT_ID", "COINPAYMENTS_CLIENT_SECRET", "COINPAYMENTS_IPN_SECRET", "COINPAYMENTS_MERCHANT_ID", "CALYPSO_SECRET_KEY", "CRYPTOIX_WEBHOOK_SECRET", "COINABLE_URL_TOKEN", "PARTNER_WHSEC", "BTCPAY_WEBHOOK_SECRET", "COINBASE_WEBHOOK_SECRET", "SHOP_WEBHOOK_SECRET"), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    env = dict.fromkeys(
+        (
+            "IVPAY_API_KEY",
+            "COINPAYMENTS_CLIENT_ID",
+            "COINPAYMENTS_CLIENT_SECRET",
+            "COINPAYMENTS_IPN_SECRET",
+            "COINPAYMENTS_MERCHANT_ID",
+            "CALYPSO_SECRET_KEY",
+            "CRYPTOIX_WEBHOOK_SECRET",
+            "COINABLE_URL_TOKEN",
+            "PARTNER_WHSEC",
+            "BTCPAY_WEBHOOK_SECRET",
+            "COINBASE_WEBHOOK_SECRET",
+            "SHOP_WEBHOOK_SECRET",
+        ),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
     env["DISCORD_WEBHOOK_URL"] = "https://discord.com/api/webhooks/1/abc"
     env["SLACK_WEBHOOK_URL"] = "https://hooks.slack.com/services/T/B/x"
     import os

@@ -57,10 +57,13 @@ UNPARSABLE_NUMBER = b"1e-99999999999999999999"
 
 
 def config(server: SinkServer, **extra: Any) -> dict[str, Any]:
-    return {"sources": {"ivpay": IVPAY},
-            "sinks": {"shop": {"type": "http", "url": server.url("/shop"), "secret": WHSEC,
-                               "retry": FAST}},
-            **extra}
+    return {
+        "sources": {"ivpay": IVPAY},
+        "sinks": {
+            "shop": {"type": "http", "url": server.url("/shop"), "secret": WHSEC, "retry": FAST}
+        },
+        **extra,
+    }
 
 
 def paid(payment_id: str, extra: bytes = b"") -> bytes:
@@ -90,10 +93,17 @@ async def job_ctx() -> AsyncIterator[JobCtx]:
     `ctx["redis"]`), then workers/jobs.py startup. Add `job_id` per call, as arq does."""
     made: list[dict[str, Any]] = []
 
-    async def make(loaded: LoadedConfig, deadline_s: float = 23.0, redis: Any = None,
-                   ) -> dict[str, Any]:
-        ctx = {"loaded": loaded, "worker_id": "crash-paths", "deadline_s": deadline_s,
-               "redis": redis or connect_worker(loaded.redis_url)}
+    async def make(
+        loaded: LoadedConfig,
+        deadline_s: float = 23.0,
+        redis: Any = None,
+    ) -> dict[str, Any]:
+        ctx = {
+            "loaded": loaded,
+            "worker_id": "crash-paths",
+            "deadline_s": deadline_s,
+            "redis": redis or connect_worker(loaded.redis_url),
+        }
         await startup(ctx)
         made.append(ctx)
         return ctx
@@ -110,8 +120,13 @@ def job(ctx: dict[str, Any], job_id: str) -> dict[str, Any]:
 
 def inbound(body: bytes, source: str = "ivpay") -> dict[str, Any]:
     """The `inbound` argument of a process_inbound job, as the ingress stores it."""
-    request = InboundRequest(source=source, body=body, headers={"x-api-key": KEY},
-                             client_ip="127.0.0.1", received_at=time.time())
+    request = InboundRequest(
+        source=source,
+        body=body,
+        headers={"x-api-key": KEY},
+        client_ip="127.0.0.1",
+        received_at=time.time(),
+    )
     return request_to_job(request, ())
 
 
@@ -224,7 +239,10 @@ async def test_replayed_inbound_dead_letter_is_delivered_once(
     dlq = DeadLetterQueue(redis, KEYS)
     (letter,) = await dlq.list()
     assert (letter.id, letter.kind, letter.reason) == (
-        inbound_id, "inbound", "source 'ivpay' is not configured")
+        inbound_id,
+        "inbound",
+        "source 'ivpay' is not configured",
+    )
 
     worker = await run_worker(config_factory(raw))
     assert await dlq.replay([letter]) == 1
@@ -325,8 +343,9 @@ async def test_worker_reruns_a_job_that_reached_its_deadline(
     client = await ingress(raw)
     await post(client, paid("p-deadline"))
     loaded = config_factory(raw)
-    worker = await run_worker(loaded, ctx={"loaded": loaded, "worker_id": "deadline-test",
-                                           "deadline_s": 0.5})
+    worker = await run_worker(
+        loaded, ctx={"loaded": loaded, "worker_id": "deadline-test", "deadline_s": 0.5}
+    )
     await sink_server.wait_for_requests(2, "/shop", timeout=10)
     await wait_for(lambda: worker_idle(worker, redis))
     hung, delivered = sink_server.requests("/shop")
@@ -349,8 +368,17 @@ async def test_dead_letter_queue_cap_drops_the_oldest(
     dlq = DeadLetterQueue(redis, KEYS, cap)
     async with redis.pipeline(transaction=True) as pipe:
         for i in range(cap):
-            dlq.add(pipe, DeadLetter(id=f"old-{i:03d}", kind="delivery", source="ivpay",
-                                     failed_at=1_000_000 + i, reason="HTTP 410", sink="shop"))
+            dlq.add(
+                pipe,
+                DeadLetter(
+                    id=f"old-{i:03d}",
+                    kind="delivery",
+                    source="ivpay",
+                    failed_at=1_000_000 + i,
+                    reason="HTTP 410",
+                    sink="shop",
+                ),
+            )
         await pipe.execute()
     sink_server.script("/shop", [Reply.error(410), Reply.error(410)])
     # One job at a time: concurrent trims over-drop (test_concurrent_trims_keep_the_cap).
@@ -412,10 +440,18 @@ async def test_sink_sources_filter(
 ) -> None:
     """A sink with `sources: [eu]` gets only the events of source `eu`; a sink without the key
     gets every source's."""
-    raw = {"sources": {"ivpay": IVPAY, "eu": IVPAY},
-           "sinks": {"all": {"type": "http", "url": sink_server.url("/all"), "secret": WHSEC},
-                     "eu-only": {"type": "http", "url": sink_server.url("/eu"), "secret": WHSEC,
-                                 "sources": ["eu"]}}}
+    raw = {
+        "sources": {"ivpay": IVPAY, "eu": IVPAY},
+        "sinks": {
+            "all": {"type": "http", "url": sink_server.url("/all"), "secret": WHSEC},
+            "eu-only": {
+                "type": "http",
+                "url": sink_server.url("/eu"),
+                "secret": WHSEC,
+                "sources": ["eu"],
+            },
+        },
+    }
     client = await ingress(raw)
     await post(client, paid("p-us"), "ivpay")
     await post(client, paid("p-eu"), "eu")
@@ -432,15 +468,20 @@ async def test_sink_sources_filter(
 # --- real bugs found while writing these tests (see the reasons) ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relay/providers/base.py check_json_object: a JSON number whose exponent no Decimal holds "
-    "(1e99999999999999999999) makes orjson fail, the fallback parse_json_object raises "
-    "decimal.InvalidOperation (an ArithmeticError, not the ValueError it catches), and "
-    "relay/ingress/app.py only catches Rejected around verify(): the ingress answers 500"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "relay/providers/base.py check_json_object: a JSON number whose exponent no Decimal holds "
+        "(1e99999999999999999999) makes orjson fail, the fallback parse_json_object raises "
+        "decimal.InvalidOperation (an ArithmeticError, not the ValueError it catches), and "
+        "relay/ingress/app.py only catches Rejected around verify(): the ingress answers 500"
+    ),
+)
 async def test_number_no_decimal_holds_is_a_400_at_the_door(ingress: Any, redis: Any) -> None:
     client = await ingress({"sources": {"ivpay": IVPAY}})
-    response = await client.post("/hooks/ivpay", data=paid("p-inf", b"1e99999999999999999999"),
-                                 headers={"X-API-KEY": KEY})
+    response = await client.post(
+        "/hooks/ivpay", data=paid("p-inf", b"1e99999999999999999999"), headers={"X-API-KEY": KEY}
+    )
     assert response.status == 400
     assert await response.json() == {"error": "malformed"}
 
@@ -460,29 +501,52 @@ NORMALIZE_HUGE_CONFIRMATIONS = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relay/events.py PaymentEvent.build: int(fields['confirmations']) on a Decimal such as "
-    "1E+1000000 (a 10-byte JSON number) builds the whole integer before the < 2**63 check: "
-    "~35 s of CPU in the worker's event loop (1E+100000: 0.3 s), past the job deadline, which "
-    "cannot interrupt it; check the Decimal's exponent (value.adjusted() < 19) before int()"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "relay/events.py PaymentEvent.build: int(fields['confirmations']) on a Decimal such as "
+        "1E+1000000 (a 10-byte JSON number) builds the whole integer before the < 2**63 check: "
+        "~35 s of CPU in the worker's event loop (1E+100000: 0.3 s), past the job deadline, which "
+        "cannot interrupt it; check the Decimal's exponent (value.adjusted() < 19) before int()"
+    ),
+)
 def test_huge_confirmation_count_cannot_stall_the_worker() -> None:
-    done = subprocess.run([sys.executable, "-c", NORMALIZE_HUGE_CONFIRMATIONS], cwd=REPO,
-                          check=False, timeout=60, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", NORMALIZE_HUGE_CONFIRMATIONS],
+        cwd=REPO,
+        check=False,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, f"normalize did not finish within 2 s: {done.stderr[-500:]}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "relay/dlq.py DeadLetterQueue.trim reads ZCARD, then ZPOPMINs the excess: two round trips, "
-    "so trims running at once (jobs of one worker, or several workers, dead-lettering together) "
-    "each pop the same excess and leave the queue below dlq.max_entries, dropping dead letters "
-    "the cap would keep; one Lua script doing the count, pop and HDEL would not"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "relay/dlq.py DeadLetterQueue.trim reads ZCARD, then ZPOPMINs the excess: two round trips, "
+        "so trims running at once (jobs of one worker, or several workers, dead-lettering together) "
+        "each pop the same excess and leave the queue below dlq.max_entries, dropping dead letters "
+        "the cap would keep; one Lua script doing the count, pop and HDEL would not"
+    ),
+)
 async def test_concurrent_trims_keep_the_cap(redis: Any) -> None:
     cap, extra = 100, 20
     dlq = DeadLetterQueue(redis, KEYS, cap)
     async with redis.pipeline(transaction=True) as pipe:
         for i in range(cap + extra):
-            dlq.add(pipe, DeadLetter(id=f"d-{i:03d}", kind="delivery", source="ivpay",
-                                     failed_at=1_000_000 + i, reason="HTTP 410", sink="shop"))
+            dlq.add(
+                pipe,
+                DeadLetter(
+                    id=f"d-{i:03d}",
+                    kind="delivery",
+                    source="ivpay",
+                    failed_at=1_000_000 + i,
+                    reason="HTTP 410",
+                    sink="shop",
+                ),
+            )
         await pipe.execute()
     await asyncio.gather(*(redis.ping() for _ in range(extra)))  # one connection per trim
     dropped = await asyncio.gather(*(dlq.trim() for _ in range(extra)))

@@ -21,20 +21,33 @@ FAST = {"schedule": SCHEDULE, "jitter": 0.1}
 def config(server: Any, **sink_overrides: Any) -> dict[str, Any]:
     sinks: dict[str, Any] = {
         "shop": {"type": "http", "url": server.url("/shop"), "secret": WHSEC, "retry": FAST},
-        "ops": {"type": "discord", "url": server.discord_url(), "project": "Acme Store",
-                "retry": FAST},
+        "ops": {
+            "type": "discord",
+            "url": server.discord_url(),
+            "project": "Acme Store",
+            "retry": FAST,
+        },
         "sales": {"type": "slack", "url": server.slack_url(), "retry": FAST},
     }
     for name, override in sink_overrides.items():
         sinks[name] = {**sinks[name], **override}
-    return {"sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-            "sinks": sinks}
+    return {
+        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+        "sinks": sinks,
+    }
 
 
 def paid(payment_id: str, status: str = "PAID", note: str = "") -> bytes:
-    return orjson.dumps({"payment_id": payment_id, "status": status, "foreign_id": "o-1",
-                         "network": "ETH", "note": note,
-                         "tx_url": "https://etherscan.io/tx/0xabc"})
+    return orjson.dumps(
+        {
+            "payment_id": payment_id,
+            "status": status,
+            "foreign_id": "o-1",
+            "network": "ETH",
+            "note": note,
+            "tx_url": "https://etherscan.io/tx/0xabc",
+        }
+    )
 
 
 async def post(client: Any, body: bytes) -> dict[str, Any]:
@@ -60,8 +73,9 @@ async def start(ingress: Any, run_worker: Any, config_factory: Any, raw: dict[st
     return client
 
 
-async def test_delivers_to_all_three_kinds(ingress: Any, run_worker: Any, config_factory: Any,
-                                           sink_server: SinkServer) -> None:
+async def test_delivers_to_all_three_kinds(
+    ingress: Any, run_worker: Any, config_factory: Any, sink_server: SinkServer
+) -> None:
     """One payment reaches the merchant (signed), Discord and Slack once each."""
     client = await start(ingress, run_worker, config_factory, config(sink_server))
     await post(client, paid("p-all"))
@@ -197,16 +211,39 @@ async def test_hostile_text_reaches_discord_within_limits_and_pings_no_one(
 
     secret = "shop-hmac-secret-123"
     raw = {
-        "sources": {"shop": {
-            "provider": "hmac", "secret": secret, "signature_header": "X-Sig",
-            "fields": {"payment_id": "id", "event": "type", "amount": "amount",
-                       "currency": "currency", "description": "description"},
-            "event_types": {"paid": "payment.paid"}}},
-        "sinks": {"ops": {"type": "discord", "url": sink_server.discord_url(),
-                          "project": "@here Acme", "retry": FAST}},
+        "sources": {
+            "shop": {
+                "provider": "hmac",
+                "secret": secret,
+                "signature_header": "X-Sig",
+                "fields": {
+                    "payment_id": "id",
+                    "event": "type",
+                    "amount": "amount",
+                    "currency": "currency",
+                    "description": "description",
+                },
+                "event_types": {"paid": "payment.paid"},
+            }
+        },
+        "sinks": {
+            "ops": {
+                "type": "discord",
+                "url": sink_server.discord_url(),
+                "project": "@here Acme",
+                "retry": FAST,
+            }
+        },
     }
-    body = orjson.dumps({"id": "p-hostile", "type": "paid", "amount": "0.86", "currency": "SOL",
-                         "description": "@everyone <@123456789> " + "x" * 5000})
+    body = orjson.dumps(
+        {
+            "id": "p-hostile",
+            "type": "paid",
+            "amount": "0.86",
+            "currency": "SOL",
+            "description": "@everyone <@123456789> " + "x" * 5000,
+        }
+    )
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     client = await start(ingress, run_worker, config_factory, raw)
     response = await client.post("/hooks/shop", data=body, headers={"X-Sig": signature})

@@ -43,9 +43,15 @@ async def test_dev_trigger_every_provider_then_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "dev.log"
     with open(log, "wb") as out:
-        dev = subprocess.Popen([sys.executable, "-m", "relay.cli", "dev", "--config", DEV_CONFIG],
-                               cwd=tmp_path, env=dev_env(port), stdout=out, stderr=subprocess.STDOUT)
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "dev", "--config", DEV_CONFIG],
+            cwd=tmp_path,
+            env=dev_env(port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
+
         async def up() -> bool:
             try:
                 async with aiohttp.ClientSession() as session:
@@ -66,15 +72,32 @@ async def test_dev_trigger_every_provider_then_ctrl_c(tmp_path: Path) -> None:
             for event in provider.sample_events:
                 result = await asyncio.to_thread(
                     subprocess.run,
-                    [sys.executable, "-m", "relay.cli", "trigger", name, event, "--config",
-                     DEV_CONFIG, "--url", f"http://127.0.0.1:{port}"],
-                    cwd=tmp_path, env=dev_env(port), capture_output=True, text=True, timeout=60)
+                    [
+                        sys.executable,
+                        "-m",
+                        "relay.cli",
+                        "trigger",
+                        name,
+                        event,
+                        "--config",
+                        DEV_CONFIG,
+                        "--url",
+                        f"http://127.0.0.1:{port}",
+                    ],
+                    cwd=tmp_path,
+                    env=dev_env(port),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 assert result.returncode == 0, f"{name} {event}: {result.stdout}{result.stderr}"
                 assert "-> 200" in result.stdout
                 sent += 1
         await wait_for(lambda: len(logged_events(log)) >= sent, timeout=30, interval=0.3)
-        types = {(e["payment_event"]["source"], e["payment_event"]["type"])  # type: ignore[index]
-                 for e in logged_events(log)}
+        types = {
+            (e["payment_event"]["source"], e["payment_event"]["type"])  # type: ignore[index]
+            for e in logged_events(log)
+        }
         for name, provider in sources.items():
             assert any(source == name for source, _ in types), f"nothing delivered from {name}"
     finally:
@@ -84,4 +107,6 @@ async def test_dev_trigger_every_provider_then_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, log.read_text()[-3000:]
     assert time.monotonic() - began < 30
     assert not (tmp_path / ".relay" / "redis.url").exists()
-    assert (tmp_path / ".relay" / "appendonlydir").exists() or list((tmp_path / ".relay").glob("*.aof"))
+    assert (tmp_path / ".relay" / "appendonlydir").exists() or list(
+        (tmp_path / ".relay").glob("*.aof")
+    )

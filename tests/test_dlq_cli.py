@@ -25,7 +25,13 @@ from tests.processes import write_config
 def relay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "relay.cli", "dlq", "--config", str(config), *args],
-        capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=60, check=False)
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
+        timeout=60,
+        check=False,
+    )
 
 
 async def seed(redis: Any, count: int, sink: str) -> list[str]:
@@ -33,13 +39,28 @@ async def seed(redis: Any, count: int, sink: str) -> list[str]:
     ids = []
     async with redis.pipeline(transaction=True) as pipe:
         for i in range(count):
-            event = PaymentEvent.build(source="ivpay", provider="ivpay", dedupe_key=f"{sink}{i}",
-                                       type="payment.paid", provider_event="PAID",
-                                       received_at=time.time())
-            letter = DeadLetter(id=f"{event.id}:{sink}", kind="delivery", source="ivpay",
-                                failed_at=time.time() + i, reason="HTTP 404", attempts=1,
-                                sink=sink, event_id=event.id, event_type=event.type,
-                                last_status=404, excerpt="gone", event=event.to_json())
+            event = PaymentEvent.build(
+                source="ivpay",
+                provider="ivpay",
+                dedupe_key=f"{sink}{i}",
+                type="payment.paid",
+                provider_event="PAID",
+                received_at=time.time(),
+            )
+            letter = DeadLetter(
+                id=f"{event.id}:{sink}",
+                kind="delivery",
+                source="ivpay",
+                failed_at=time.time() + i,
+                reason="HTTP 404",
+                attempts=1,
+                sink=sink,
+                event_id=event.id,
+                event_type=event.type,
+                last_status=404,
+                excerpt="gone",
+                event=event.to_json(),
+            )
             dlq.add(pipe, letter)
             ids.append(letter.id)
         await pipe.execute()
@@ -48,8 +69,7 @@ async def seed(redis: Any, count: int, sink: str) -> list[str]:
 
 async def test_list_replay_purge(tmp_path: Path, redis: Any, redis_url: str) -> None:
     """List shows entries; replay by id and by sink queues deliveries; purge --all empties it."""
-    raw = {"redis_url": redis_url,
-           "sinks": {"a": {"type": "log"}, "b": {"type": "log"}}}
+    raw = {"redis_url": redis_url, "sinks": {"a": {"type": "log"}, "b": {"type": "log"}}}
     validate(raw)
     config = write_config(tmp_path, raw)
     a_ids = await seed(redis, 3, "a")
@@ -77,17 +97,25 @@ async def test_list_replay_purge(tmp_path: Path, redis: Any, redis_url: str) -> 
     assert relay(config, "list").stdout.strip() == "dead-letter queue is empty"
 
 
-async def test_inbound_dead_letter_list_and_replay(tmp_path: Path, redis: Any,
-                                                   redis_url: str) -> None:
+async def test_inbound_dead_letter_list_and_replay(
+    tmp_path: Path, redis: Any, redis_url: str
+) -> None:
     """A raw request that could not be normalized is listed as such (target "normalize", kind
     "inbound"); replaying it queues the raw request again under its original inbound id."""
     config = write_config(tmp_path, {"redis_url": redis_url, "sinks": {"a": {"type": "log"}}})
     body = b'{"payment_id": "p1", "status": "PAID"}'
-    request = InboundRequest(source="ivpay", body=body, headers={}, client_ip="203.0.113.9",
-                             received_at=time.time())
-    letter = DeadLetter(id="in_deadbeef", kind="inbound", source="ivpay", failed_at=time.time(),
-                        reason="normalize failed: ValueError: x", received_at=time.time(),
-                        inbound=request_to_job(request, ()))
+    request = InboundRequest(
+        source="ivpay", body=body, headers={}, client_ip="203.0.113.9", received_at=time.time()
+    )
+    letter = DeadLetter(
+        id="in_deadbeef",
+        kind="inbound",
+        source="ivpay",
+        failed_at=time.time(),
+        reason="normalize failed: ValueError: x",
+        received_at=time.time(),
+        inbound=request_to_job(request, ()),
+    )
     async with redis.pipeline(transaction=True) as pipe:
         DeadLetterQueue(redis, Keys()).add(pipe, letter)
         await pipe.execute()

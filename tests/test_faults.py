@@ -29,9 +29,16 @@ def relay_config(redis_url: str, server: Any, **worker: Any) -> dict[str, Any]:
     return {
         "redis_url": redis_url,
         "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-        "sinks": {name: {"type": "http", "url": server.url(f"/{name}"), "secret": WHSEC,
-                         "timeout": "3s", "retry": {"schedule": ["200ms", "500ms", "1s", "2s"]}}
-                  for name in SINKS},
+        "sinks": {
+            name: {
+                "type": "http",
+                "url": server.url(f"/{name}"),
+                "secret": WHSEC,
+                "timeout": "3s",
+                "retry": {"schedule": ["200ms", "500ms", "1s", "2s"]},
+            }
+            for name in SINKS
+        },
         "worker": {"job_timeout": "10s", **worker},
     }
 
@@ -42,12 +49,16 @@ def body(i: int) -> bytes:
 
 def received(server: Any, sink: str) -> Counter[str]:
     """How many times each event id was accepted (2xx) by one sink."""
-    return Counter(r.headers["webhook-id"] for r in server.requests(f"/{sink}")
-                   if r.status and 200 <= r.status < 300)
+    return Counter(
+        r.headers["webhook-id"]
+        for r in server.requests(f"/{sink}")
+        if r.status and 200 <= r.status < 300
+    )
 
 
-async def post_all(url: str, count: int, accepted: list[str], concurrency: int = 20,
-                   deadline_s: float = 90.0) -> None:
+async def post_all(
+    url: str, count: int, accepted: list[str], concurrency: int = 20, deadline_s: float = 90.0
+) -> None:
     """Post `count` webhooks like a provider: retry on 503 or a refused connection."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(count):
@@ -59,8 +70,9 @@ async def post_all(url: str, count: int, accepted: list[str], concurrency: int =
             i = queue.get_nowait()
             while time.monotonic() < stop_at:
                 try:
-                    async with session.post(f"{url}/hooks/ivpay", data=body(i),
-                                            headers={"X-API-KEY": KEY}) as response:
+                    async with session.post(
+                        f"{url}/hooks/ivpay", data=body(i), headers={"X-API-KEY": KEY}
+                    ) as response:
                         if response.status == 200:
                             accepted.append((await response.json())["id"])
                             break
@@ -113,8 +125,10 @@ async def test_sigkilled_workers_lose_nothing(
     recovery = time.monotonic() - last_kill
     duplicates = sum(sum(n - 1 for n in received(sink_server, s).values()) for s in SINKS)
     missing = sum(len(want - set(received(sink_server, s))) for s in SINKS)
-    print(f"\nSIGKILL x{kills}: missing={missing} duplicates={duplicates} "
-          f"all delivered {recovery:.1f}s after the last kill")
+    print(
+        f"\nSIGKILL x{kills}: missing={missing} duplicates={duplicates} "
+        f"all delivered {recovery:.1f}s after the last kill"
+    )
     assert missing == 0
     assert duplicates <= 30 * len(SINKS) * kills  # at most what was in flight at each kill
     assert recovery < 120
@@ -153,19 +167,26 @@ async def test_sigterm_under_load_loses_nothing(
     await load
     want = expected_ids(600)
     try:
-        await wait_for(lambda: all(set(received(sink_server, s)) >= want for s in SINKS),
-                       timeout=60, interval=0.5)
+        await wait_for(
+            lambda: all(set(received(sink_server, s)) >= want for s in SINKS),
+            timeout=60,
+            interval=0.5,
+        )
     except AssertionError:
         missing = {s: len(want - set(received(sink_server, s))) for s in SINKS}
         queue = await redis.zrange("relay:queue", 0, 5, withscores=True)
-        raise AssertionError(f"missing {missing}; queue head {queue}; now {time.time()}; "
-                             f"accepted {len(accepted)}\n{worker.output()}") from None
+        raise AssertionError(
+            f"missing {missing}; queue head {queue}; now {time.time()}; "
+            f"accepted {len(accepted)}\n{worker.output()}"
+        ) from None
     finally:
         worker.stop()
         web.stop()
     assert len(accepted) == 600
-    print(f"\nSIGTERM: ingress exited in {web_exit:.2f}s, worker in {worker_exit:.2f}s; "
-          f"0 missing of {len(want)} x {len(SINKS)}")
+    print(
+        f"\nSIGTERM: ingress exited in {web_exit:.2f}s, worker in {worker_exit:.2f}s; "
+        f"0 missing of {len(want)} x {len(SINKS)}"
+    )
     assert worker_exit < 25
 
 
@@ -183,8 +204,9 @@ async def test_redis_restart_is_ridden_out(tmp_path: Path, sink_server: Any) -> 
         await post_all(web.url, 50, accepted)
         server.stop()
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{web.url}/hooks/ivpay", data=body(9999),
-                                    headers={"X-API-KEY": KEY}) as response:
+            async with session.post(
+                f"{web.url}/hooks/ivpay", data=body(9999), headers={"X-API-KEY": KEY}
+            ) as response:
                 assert response.status == 503
                 assert response.headers["Retry-After"] == "5"
             async with session.get(f"{web.url}/readyz") as response:
@@ -194,13 +216,18 @@ async def test_redis_restart_is_ridden_out(tmp_path: Path, sink_server: Any) -> 
         await post_all(web.url, 100, accepted)  # 50 new; the first 50 are byte-identical repeats
         want = expected_ids(100)
         try:
-            await wait_for(lambda: all(set(received(sink_server, s)) >= want for s in SINKS),
-                           timeout=60, interval=0.5)
+            await wait_for(
+                lambda: all(set(received(sink_server, s)) >= want for s in SINKS),
+                timeout=60,
+                interval=0.5,
+            )
             assert web.alive() and worker.alive(), worker.output()
         except AssertionError:
             missing = {s: len(want - set(received(sink_server, s))) for s in SINKS}
-            raise AssertionError(f"missing {missing}, accepted {len(accepted)}, worker alive "
-                                 f"{worker.alive()}:\n{worker.output()}") from None
+            raise AssertionError(
+                f"missing {missing}, accepted {len(accepted)}, worker alive "
+                f"{worker.alive()}:\n{worker.output()}"
+            ) from None
         finally:
             worker.stop()
             web.stop()

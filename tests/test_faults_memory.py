@@ -39,8 +39,9 @@ SENDERS = 20
 
 
 def body(i: int) -> bytes:
-    return orjson.dumps({"payment_id": f"full-{i}", "status": "PAID", "foreign_id": str(i),
-                         "note": "x" * PADDING})
+    return orjson.dumps(
+        {"payment_id": f"full-{i}", "status": "PAID", "foreign_id": str(i), "note": "x" * PADDING}
+    )
 
 
 def expected(ids: set[int]) -> set[str]:
@@ -48,8 +49,11 @@ def expected(ids: set[int]) -> set[str]:
 
 
 def accepted_by_sink(server: Any) -> list[str]:
-    return [r.headers["webhook-id"] for r in server.requests("/shop")
-            if r.status and 200 <= r.status < 300]
+    return [
+        r.headers["webhook-id"]
+        for r in server.requests("/shop")
+        if r.status and 200 <= r.status < 300
+    ]
 
 
 def delivered(server: Any) -> set[str]:
@@ -92,8 +96,9 @@ class Flood:
 
 
 async def post(session: aiohttp.ClientSession, url: str, i: int) -> tuple[int, str | None]:
-    async with session.post(f"{url}/hooks/ivpay", data=body(i),
-                            headers={"X-API-KEY": KEY}) as response:
+    async with session.post(
+        f"{url}/hooks/ivpay", data=body(i), headers={"X-API-KEY": KEY}
+    ) as response:
         await response.read()
         return response.status, response.headers.get("Retry-After")
 
@@ -126,8 +131,17 @@ async def readyz(url: str) -> tuple[int, Any]:
 async def relay_status(config: Path, redis_url: str) -> dict[str, Any]:
     env = {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "RELAY_CONFIG": ""}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "status", "--json", "--config", str(config), env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "status",
+        "--json",
+        "--config",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err.decode()
     return json.loads(out)
@@ -139,11 +153,20 @@ async def test_full_redis_sheds_then_drains_without_operator(
     started = time.monotonic()
     url = full_redis.url
     redis = connect(url)
-    config = write_config(tmp_path, {
-        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-        "sinks": {"shop": {"type": "http", "url": sink_server.url("/shop"), "secret": WHSEC,
-                           "timeout": "3s"}},
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+            "sinks": {
+                "shop": {
+                    "type": "http",
+                    "url": sink_server.url("/shop"),
+                    "secret": WHSEC,
+                    "timeout": "3s",
+                }
+            },
+        },
+    )
     web = RelayProcess("serve", config, tmp_path, url).start()
     worker: RelayProcess | None = None
     try:
@@ -203,15 +226,17 @@ async def test_full_redis_sheds_then_drains_without_operator(
         assert "errorstat_OOM" not in errors, errors  # no write was ever refused
         sent = len(flood.accepted) + len(flood.shed)
         got = delivered(sink_server)
-        print(f"\nfull Redis (noeviction, maxmemory {limit / 1048576:.1f} MiB): sent={sent} "
-              f"answered_2xx={len(flood.accepted)} answered_503={len(flood.shed)} "
-              f"delivered_of_2xx={len(want & got)} missing_of_2xx={len(want - got)} "
-              f"duplicates={len(accepted_by_sink(sink_server)) - len(got)}; "
-              f"backlog drained {drained_s:.1f}s after the worker started; the 503s re-sent: "
-              f"{len(resent)} accepted, all delivered={everything <= got}; "
-              f"shedding for {shed_s:.1f}s at {memory.fraction:.0%} of maxmemory, "
-              f"OOM refusals 0; "
-              f"test {time.monotonic() - started:.0f}s")
+        print(
+            f"\nfull Redis (noeviction, maxmemory {limit / 1048576:.1f} MiB): sent={sent} "
+            f"answered_2xx={len(flood.accepted)} answered_503={len(flood.shed)} "
+            f"delivered_of_2xx={len(want & got)} missing_of_2xx={len(want - got)} "
+            f"duplicates={len(accepted_by_sink(sink_server)) - len(got)}; "
+            f"backlog drained {drained_s:.1f}s after the worker started; the 503s re-sent: "
+            f"{len(resent)} accepted, all delivered={everything <= got}; "
+            f"shedding for {shed_s:.1f}s at {memory.fraction:.0%} of maxmemory, "
+            f"OOM refusals 0; "
+            f"test {time.monotonic() - started:.0f}s"
+        )
         assert want - got == set()
     finally:
         if worker is not None:

@@ -35,8 +35,14 @@ PATIENT = {"schedule": ["500ms", "1s"] + ["2s"] * 40}
 
 
 def sink(server: Any, name: str, timeout: str = "3s", **extra: Any) -> dict[str, Any]:
-    return {"type": "http", "url": server.url(f"/{name}"), "secret": WHSEC, "timeout": timeout,
-            "retry": PATIENT, **extra}
+    return {
+        "type": "http",
+        "url": server.url(f"/{name}"),
+        "secret": WHSEC,
+        "timeout": timeout,
+        "retry": PATIENT,
+        **extra,
+    }
 
 
 def relay_config(redis_url: str, sinks: dict[str, Any], **worker: Any) -> dict[str, Any]:
@@ -58,8 +64,11 @@ def evt(i: int, tag: str) -> str:
 
 def received(server: Any, name: str) -> Counter[str]:
     """How many times each event id was accepted (2xx) by one sink."""
-    return Counter(r.headers["webhook-id"] for r in server.requests(f"/{name}")
-                   if r.status and 200 <= r.status < 300)
+    return Counter(
+        r.headers["webhook-id"]
+        for r in server.requests(f"/{name}")
+        if r.status and 200 <= r.status < 300
+    )
 
 
 class Provider:
@@ -76,8 +85,9 @@ class Provider:
         self.sent_at.setdefault(evt(i, self.tag), time.time())
         while time.monotonic() < deadline:
             try:
-                async with session.post(f"{self.url}/hooks/ivpay", data=body(i, self.tag),
-                                        headers={"X-API-KEY": KEY}) as response:
+                async with session.post(
+                    f"{self.url}/hooks/ivpay", data=body(i, self.tag), headers={"X-API-KEY": KEY}
+                ) as response:
                     if response.status == 200:
                         self.accepted.add(i)
                         return
@@ -104,19 +114,25 @@ def figures(label: str, provider: Provider, count: int, server: Any, names: list
     want = provider.want()
     missing = {n: len(want - set(received(server, n))) for n in names}
     duplicates = {n: sum(c - 1 for c in received(server, n).values()) for n in names}
-    print(f"\n{label}: sent={count} answered_2xx={len(provider.accepted)} "
-          f"answered_503={provider.answered_503} delivered="
-          f"{ {n: len(want & set(received(server, n))) for n in names} } "
-          f"missing={missing} duplicates={duplicates}")
+    print(
+        f"\n{label}: sent={count} answered_2xx={len(provider.accepted)} "
+        f"answered_503={provider.answered_503} delivered="
+        f"{ {n: len(want & set(received(server, n))) for n in names} } "
+        f"missing={missing} duplicates={duplicates}"
+    )
     return missing
 
 
-async def until_delivered(provider: Provider, server: Any, names: list[str], timeout: float,
-                          *processes: RelayProcess) -> None:
+async def until_delivered(
+    provider: Provider, server: Any, names: list[str], timeout: float, *processes: RelayProcess
+) -> None:
     want = provider.want()
     try:
-        await wait_for(lambda: all(set(received(server, n)) >= want for n in names),
-                       timeout=timeout, interval=0.5)
+        await wait_for(
+            lambda: all(set(received(server, n)) >= want for n in names),
+            timeout=timeout,
+            interval=0.5,
+        )
     except AssertionError:
         missing = {n: len(want - set(received(server, n))) for n in names}
         logs = "\n".join(p.output()[-3000:] for p in processes)
@@ -132,8 +148,10 @@ async def test_redis_down_longer_than_job_timeout_loses_nothing(
     names = ["slow", "a", "b"]
     server = EmbeddedRedis(tmp_path / "redis", appendonly=True).start()
     try:
-        config = write_config(tmp_path, relay_config(
-            server.url, {n: sink(sink_server, n) for n in names}, concurrency=50))
+        config = write_config(
+            tmp_path,
+            relay_config(server.url, {n: sink(sink_server, n) for n in names}, concurrency=50),
+        )
         web = RelayProcess("serve", config, tmp_path, server.url).start()
         worker = RelayProcess("worker", config, tmp_path, server.url).start()
         await web.ready()
@@ -171,8 +189,10 @@ async def test_half_open_partition_longer_than_job_timeout_loses_nothing(
     names = ["slow", "a", "b"]
     proxy = TcpProxy.for_url(redis_url).start_in_thread()
     try:
-        config = write_config(tmp_path, relay_config(
-            redis_url, {n: sink(sink_server, n) for n in names}, concurrency=50))
+        config = write_config(
+            tmp_path,
+            relay_config(redis_url, {n: sink(sink_server, n) for n in names}, concurrency=50),
+        )
         web = RelayProcess("serve", config, tmp_path, redis_url).start()
         worker = RelayProcess("worker", config, tmp_path, proxy.proxied_url(redis_url)).start()
         await web.ready()
@@ -185,8 +205,9 @@ async def test_half_open_partition_longer_than_job_timeout_loses_nothing(
         proxy.thaw()
         await load
         await until_delivered(provider, sink_server, names, 150, worker)
-        missing = figures("half-open partition 15s (job_timeout 10s)", provider, 400,
-                          sink_server, names)
+        missing = figures(
+            "half-open partition 15s (job_timeout 10s)", provider, 400, sink_server, names
+        )
         assert not any(missing.values())
         assert await redis.zcard("relay:dlq:index") == 0
         assert web.alive() and worker.alive()
@@ -217,8 +238,10 @@ async def test_hung_sink_does_not_slow_the_others(
         latencies = sorted(arrivals[e] - provider.sent_at[e] for e in provider.want())
         p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
         hung = len(sink_server.requests("/hung"))
-        print(f"\nhung sink: healthy sink p50={p50 * 1000:.0f}ms p99={p99 * 1000:.0f}ms over "
-              f"{len(latencies)} events; {hung} requests reached the hung sink")
+        print(
+            f"\nhung sink: healthy sink p50={p50 * 1000:.0f}ms p99={p99 * 1000:.0f}ms over "
+            f"{len(latencies)} events; {hung} requests reached the hung sink"
+        )
         assert p50 < 1.0
     finally:
         worker.stop()
@@ -241,8 +264,10 @@ async def test_workers_with_wrong_clocks_deliver_and_sign_with_the_right_time(
         await until_delivered(provider, sink_server, ["shop"], 20, worker)
         requests = sink_server.requests("/shop")
         skew = max(abs(int(r.headers["webhook-timestamp"]) - r.at) for r in requests)
-        print(f"\nclocks -600s/+600s: {len(requests)} delivered, webhook-timestamp off by at most "
-              f"{skew:.1f}s")
+        print(
+            f"\nclocks -600s/+600s: {len(requests)} delivered, webhook-timestamp off by at most "
+            f"{skew:.1f}s"
+        )
         assert skew < 5
         status = await take_snapshot(redis, make_config({"sinks": {}}, redis_url).config)
         assert len(status.workers) == 1

@@ -34,14 +34,17 @@ def relay_config(redis_url: str | None = None) -> dict[str, Any]:
 
 
 def body(i: int) -> bytes:
-    return orjson.dumps({"payment_id": f"sigterm-{i}", "status": "PAID", "foreign_id": str(i),
-                         "padding": "x" * 200})
+    return orjson.dumps(
+        {"payment_id": f"sigterm-{i}", "status": "PAID", "foreign_id": str(i), "padding": "x" * 200}
+    )
 
 
 def head(port: int, length: int) -> bytes:
-    return (f"POST /hooks/ivpay HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"X-API-KEY: {KEY}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST /hooks/ivpay HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"X-API-KEY: {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -58,8 +61,9 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
     return status, headers, payload
 
 
-async def trickle(port: int, data: bytes, seconds: float, sent_headers: asyncio.Event,
-                  results: list[Any]) -> None:
+async def trickle(
+    port: int, data: bytes, seconds: float, sent_headers: asyncio.Event, results: list[Any]
+) -> None:
     """Headers at once, then the body in PIECES pieces over `seconds`; the answer is read
     meanwhile (the server may answer before the body is complete)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -68,7 +72,7 @@ async def trickle(port: int, data: bytes, seconds: float, sent_headers: asyncio.
         step = -(-len(data) // PIECES)
         for offset in range(0, len(data), step):
             await asyncio.sleep(seconds / PIECES)
-            writer.write(data[offset:offset + step])
+            writer.write(data[offset : offset + step])
             await writer.drain()
 
     writer.write(head(port, len(data)))
@@ -105,8 +109,10 @@ async def test_sigterm_answers_requests_whose_body_is_still_arriving(
         assert web.port
         started = [asyncio.Event() for _ in range(CLIENTS)]
         results: list[Any] = []
-        clients = [asyncio.create_task(trickle(web.port, body(i), TRICKLE_S, started[i], results))
-                   for i in range(CLIENTS)]
+        clients = [
+            asyncio.create_task(trickle(web.port, body(i), TRICKLE_S, started[i], results))
+            for i in range(CLIENTS)
+        ]
         await asyncio.gather(*(event.wait() for event in started))
         # And an idle keep-alive connection (one request answered): closed at SIGTERM.
         idle_r, idle_w = await asyncio.open_connection("127.0.0.1", web.port)
@@ -132,9 +138,11 @@ async def test_sigterm_answers_requests_whose_body_is_still_arriving(
         web.stop()
 
     answered = [r for r in results if isinstance(r, tuple) and r[0] == 200]
-    print(f"\nSIGTERM with {CLIENTS} bodies arriving over {TRICKLE_S:.0f}s: "
-          f"{len(answered)} of {CLIENTS} answered 200, exit {code} after {exited_after:.1f}s; "
-          f"idle keep-alive connection closed after {idle_closed:.2f}s")
+    print(
+        f"\nSIGTERM with {CLIENTS} bodies arriving over {TRICKLE_S:.0f}s: "
+        f"{len(answered)} of {CLIENTS} answered 200, exit {code} after {exited_after:.1f}s; "
+        f"idle keep-alive connection closed after {idle_closed:.2f}s"
+    )
     assert len(answered) == CLIENTS, results
     for _status, headers, payload in answered:
         assert headers.get("connection", "").lower() == "close"  # the client knows not to reuse
@@ -156,8 +164,9 @@ async def test_body_still_arriving_at_the_deadline_gets_503(
     loaded: LoadedConfig = config_factory(relay_config())
     port = free_port()
     stop = asyncio.Event()
-    server = asyncio.create_task(serve(create_app(loaded), "127.0.0.1", port, stop=stop,
-                                       body_deadline_s=1.0, drain_s=2.0))
+    server = asyncio.create_task(
+        serve(create_app(loaded), "127.0.0.1", port, stop=stop, body_deadline_s=1.0, drain_s=2.0)
+    )
     for _ in range(100):
         if not await refused(port):
             break

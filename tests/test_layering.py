@@ -63,8 +63,11 @@ def _module_name(path: Path) -> str:
 
 
 def _sources() -> dict[str, Path]:
-    return {_module_name(path): path
-            for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))}
+    return {
+        _module_name(path): path
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+    }
 
 
 MODULES = _sources()
@@ -73,8 +76,14 @@ MODULES = _sources()
 @pytest.fixture(scope="module")
 def imported() -> dict[str, dict[str, object]]:
     names = [name for name in MODULES if not name.endswith(".__main__")]  # __main__ runs the CLI
-    done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *names], cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH, *names],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     results: dict[str, dict[str, object]] = json.loads(done.stdout)
     return results
 

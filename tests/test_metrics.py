@@ -62,8 +62,11 @@ async def test_metrics_figures(realistic: Realistic) -> None:
 async def test_latency_histogram_is_cumulative(realistic: Realistic) -> None:
     """Redis keeps per-bucket counts; the exposition's `le` buckets are cumulative."""
     text = await (await realistic.client.get("/metrics")).text()
-    (family,) = [f for f in text_string_to_metric_families(text)
-                 if f.name == "relay_delivery_latency_seconds"]
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "relay_delivery_latency_seconds"
+    ]
     assert family.type == "histogram"
     shop = [s for s in family.samples if s.labels.get("sink") == "shop"]
     buckets = [(s.labels["le"], s.value) for s in shop if s.name.endswith("_bucket")]

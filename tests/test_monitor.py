@@ -57,8 +57,9 @@ async def test_snapshot_after_real_traffic(realistic: Realistic, redis: Any) -> 
 async def test_counts_move_with_more_traffic(realistic: Realistic, redis: Any) -> None:
     """A new webhook after the first snapshot moves the inbound and delivery counters."""
     before = await take_snapshot(redis, realistic.loaded.config)
-    response = await realistic.client.post("/hooks/ivpay", data=ivpay_body("p9"),
-                                           headers={"X-API-KEY": IVPAY_KEY})
+    response = await realistic.client.post(
+        "/hooks/ivpay", data=ivpay_body("p9"), headers={"X-API-KEY": IVPAY_KEY}
+    )
     assert response.status == 200
     await wait_for(lambda: redis.hget("relay:stats", "dlv:shop:delivered"), timeout=5)
     await wait_for(lambda: _equals(redis, "dlv:legacy:failed", b"3"), timeout=10)
@@ -73,8 +74,9 @@ async def _equals(redis: Any, field: str, value: bytes) -> bool:
     return bool(await redis.hget("relay:stats", field) == value)
 
 
-async def test_removed_sink_still_reported(realistic: Realistic, redis: Any,
-                                           config_factory: Any) -> None:
+async def test_removed_sink_still_reported(
+    realistic: Realistic, redis: Any, config_factory: Any
+) -> None:
     """A sink dropped from the config still shows its counters and pending retries."""
     raw = {**realistic.raw, "sinks": {"shop": realistic.raw["sinks"]["shop"]}}
     snap = await take_snapshot(redis, config_factory(raw).config)
@@ -90,8 +92,9 @@ async def test_waiting_jobs_and_oldest_age(ingress: Any, redis: Any, config_fact
     client = await ingress(raw)
     ids = []
     for payment in ("a", "b", "c"):
-        response = await client.post("/hooks/ivpay", data=ivpay_body(payment),
-                                     headers={"X-API-KEY": IVPAY_KEY})
+        response = await client.post(
+            "/hooks/ivpay", data=ivpay_body(payment), headers={"X-API-KEY": IVPAY_KEY}
+        )
         ids.append((await response.json())["id"])
     config = config_factory(raw).config
     first_score = (await redis.zscore("relay:queue", ids[0])) / 1000
@@ -104,8 +107,11 @@ async def test_waiting_jobs_and_oldest_age(ingress: Any, redis: Any, config_fact
 
     # A live worker running the oldest job: the way arq and our heartbeat show it.
     await redis.set(in_progress_key_prefix + ids[0], b"1", px=60_000)
-    await redis.set("relay:worker:w1", orjson.dumps(
-        {"id": "w1", "running": 1, "at": first_score + 29, "started_at": first_score}), ex=30)
+    await redis.set(
+        "relay:worker:w1",
+        orjson.dumps({"id": "w1", "running": 1, "at": first_score + 29, "started_at": first_score}),
+        ex=30,
+    )
     await redis.zadd("relay:workers", {"w1": first_score + 29})
     snap = await take_snapshot(redis, config, now=first_score + 30)
     assert (snap.queue.waiting, snap.queue.in_progress) == (2, 1)

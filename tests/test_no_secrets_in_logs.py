@@ -38,8 +38,9 @@ BEARER = "bearer-SECRET-merchant-1b2c"
 BODY_NOT_SIGNED = {"ivpay", "coinable"}
 
 
-async def test_no_secret_reaches_any_log_line(tmp_path: Path, redis_url: str, redis: Any,
-                                              sink_server: SinkServer) -> None:
+async def test_no_secret_reaches_any_log_line(
+    tmp_path: Path, redis_url: str, redis: Any, sink_server: SinkServer
+) -> None:
     """Valid, rejected, retried and dead-lettered webhooks of every provider log no secret."""
     raw = yaml.safe_load((REPO / "config" / "relay.dev.yaml").read_text())
     raw["redis_url"] = redis_url
@@ -47,9 +48,13 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path, redis_url: str, re
     discord = sink_server.discord_url(token="discordTOKEN-SECRET-" + "x" * 48)
     slack = sink_server.slack_url(channel="Bslacksecret99")
     raw["sinks"] = {
-        "shop": {"type": "http", "url": sink_server.url("/shop"), "secret": SHOP_WHSEC,
-                 "headers": {"Authorization": f"Bearer {BEARER}"},
-                 "retry": {"schedule": ["100ms"]}},
+        "shop": {
+            "type": "http",
+            "url": sink_server.url("/shop"),
+            "secret": SHOP_WHSEC,
+            "headers": {"Authorization": f"Bearer {BEARER}"},
+            "retry": {"schedule": ["100ms"]},
+        },
         "ops": {"type": "discord", "url": discord},
         "sales": {"type": "slack", "url": slack},
         "console": {"type": "log", "full": True},
@@ -81,15 +86,17 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path, redis_url: str, re
                 for header, value in sample.headers.items():
                     if any(part in header.lower() for part in ("sig", "hmac", "key")):
                         signatures.add(value)
-                async with session.post(web.url + path, data=sample.body,
-                                        headers=sample.headers) as response:
+                async with session.post(
+                    web.url + path, data=sample.body, headers=sample.headers
+                ) as response:
                     assert response.status == 200, (name, event, await response.text())
                 sent += 1
                 # The same request with a tampered body: rejected, and logged as such.
                 expected = 200 if provider.kind in BODY_NOT_SIGNED else 401
                 tampered += expected == 401
-                async with session.post(web.url + path, data=sample.body + b" ",
-                                        headers=sample.headers) as response:
+                async with session.post(
+                    web.url + path, data=sample.body + b" ", headers=sample.headers
+                ) as response:
                     assert response.status == expected, (name, event, await response.text())
     await wait_for(lambda: redis.hget("relay:stats", "dlv:console:delivered"), timeout=30)
     await wait_for(lambda: redis.zcard("relay:dlq:index"), timeout=30)
@@ -104,9 +111,14 @@ async def test_no_secret_reaches_any_log_line(tmp_path: Path, redis_url: str, re
     rejected = [line for line in logs.splitlines() if "webhook rejected" in line]
     assert tampered >= 10 and len(rejected) == tampered
     assert all("bad_signature" in line for line in rejected)
-    forbidden = {**SECRETS, "shop": SHOP_WHSEC, "bearer": BEARER,
-                 "discord token": "discordTOKEN-SECRET-", "slack path": "Bslacksecret99",
-                 "admin": "admin-SECRET-token-9f8e"}
+    forbidden = {
+        **SECRETS,
+        "shop": SHOP_WHSEC,
+        "bearer": BEARER,
+        "discord token": "discordTOKEN-SECRET-",
+        "slack path": "Bslacksecret99",
+        "admin": "admin-SECRET-token-9f8e",
+    }
     forbidden.pop("COINPAYMENTS_CLIENT_ID")  # an identifier, not a secret
     forbidden.pop("COINPAYMENTS_MERCHANT_ID")
     leaks = [name for name, value in forbidden.items() if value in logs]

@@ -40,34 +40,65 @@ CALYPSO_PUBLIC = "calypso-public-key-1"
 SOURCES: dict[str, dict[str, Any]] = {
     "ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"},
     "coinpayments": {
-        "provider": "coinpayments", "client_id": CP_CLIENT, "notification_url": CP_URL,
+        "provider": "coinpayments",
+        "client_id": CP_CLIENT,
+        "notification_url": CP_URL,
         "client_secret": ["${COINPAYMENTS_CLIENT_SECRET}", "${COINPAYMENTS_CLIENT_SECRET_2}"],
     },
-    "ipn": {"provider": "coinpayments_ipn", "merchant_id": IPN_MERCHANT,
-            "ipn_secret": ["${COINPAYMENTS_IPN_SECRET}", "${COINPAYMENTS_IPN_SECRET_2}"]},
-    "calypso": {"provider": "calypso",
-                "secret_key": ["${CALYPSO_SECRET_KEY}", "${CALYPSO_SECRET_KEY_2}"]},
-    "calypso-keyed": {"provider": "calypso", "secret_key": "${CALYPSO_SECRET_KEY}",
-                      "public_key": CALYPSO_PUBLIC},
-    "cryptoix": {"provider": "cryptoix",
-                 "secret": ["${CRYPTOIX_WEBHOOK_SECRET}", "${CRYPTOIX_WEBHOOK_SECRET_2}"]},
-    "cryptoix-custom": {"provider": "cryptoix", "secret": "${CRYPTOIX_WEBHOOK_SECRET}",
-                        "signature_header": "X-Signature"},
-    "coinable": {"provider": "coinable",
-                 "url_token": ["${COINABLE_URL_TOKEN}", "${COINABLE_URL_TOKEN_2}"]},
+    "ipn": {
+        "provider": "coinpayments_ipn",
+        "merchant_id": IPN_MERCHANT,
+        "ipn_secret": ["${COINPAYMENTS_IPN_SECRET}", "${COINPAYMENTS_IPN_SECRET_2}"],
+    },
+    "calypso": {
+        "provider": "calypso",
+        "secret_key": ["${CALYPSO_SECRET_KEY}", "${CALYPSO_SECRET_KEY_2}"],
+    },
+    "calypso-keyed": {
+        "provider": "calypso",
+        "secret_key": "${CALYPSO_SECRET_KEY}",
+        "public_key": CALYPSO_PUBLIC,
+    },
+    "cryptoix": {
+        "provider": "cryptoix",
+        "secret": ["${CRYPTOIX_WEBHOOK_SECRET}", "${CRYPTOIX_WEBHOOK_SECRET_2}"],
+    },
+    "cryptoix-custom": {
+        "provider": "cryptoix",
+        "secret": "${CRYPTOIX_WEBHOOK_SECRET}",
+        "signature_header": "X-Signature",
+    },
+    "coinable": {
+        "provider": "coinable",
+        "url_token": ["${COINABLE_URL_TOKEN}", "${COINABLE_URL_TOKEN_2}"],
+    },
     # Only TEST-NET-3 may post; the test client is 127.0.0.1.
-    "coinable-fenced": {"provider": "coinable", "url_token": "${COINABLE_URL_TOKEN}",
-                        "allowed_ips": ["203.0.113.0/24"]},
-    "partner": {"provider": "standard_webhooks",
-                "secret": ["${PARTNER_WHSEC}", "${PARTNER_WHSEC_2}"],
-                "fields": {"payment_id": "data.id", "event": "type"},
-                "event_types": {"invoice.paid": "payment.paid"}},
-    "btcpay": {"provider": "hmac", "secret": "${BTCPAY_WEBHOOK_SECRET}",
-               "signature_header": "BTCPay-Sig", "signature_prefix": "sha256=",
-               "fields": {"payment_id": "invoiceId", "event": "type"}},
-    "generic": {"provider": "hmac", "algorithm": "sha512", "encoding": "base64",
-                "secret": ["${HMAC_WEBHOOK_SECRET}", "${HMAC_WEBHOOK_SECRET_2}"],
-                "signature_header": "X-Signature", "fields": {"payment_id": "id"}},
+    "coinable-fenced": {
+        "provider": "coinable",
+        "url_token": "${COINABLE_URL_TOKEN}",
+        "allowed_ips": ["203.0.113.0/24"],
+    },
+    "partner": {
+        "provider": "standard_webhooks",
+        "secret": ["${PARTNER_WHSEC}", "${PARTNER_WHSEC_2}"],
+        "fields": {"payment_id": "data.id", "event": "type"},
+        "event_types": {"invoice.paid": "payment.paid"},
+    },
+    "btcpay": {
+        "provider": "hmac",
+        "secret": "${BTCPAY_WEBHOOK_SECRET}",
+        "signature_header": "BTCPay-Sig",
+        "signature_prefix": "sha256=",
+        "fields": {"payment_id": "invoiceId", "event": "type"},
+    },
+    "generic": {
+        "provider": "hmac",
+        "algorithm": "sha512",
+        "encoding": "base64",
+        "secret": ["${HMAC_WEBHOOK_SECRET}", "${HMAC_WEBHOOK_SECRET_2}"],
+        "signature_header": "X-Signature",
+        "fields": {"payment_id": "id"},
+    },
 }
 CONFIG = {"sources": SOURCES}
 
@@ -119,38 +150,66 @@ def ivpay(key: str = SECRET["IVPAY_API_KEY"]) -> Sent:
     return Sent("ivpay", IVPAY_BODY, {**JSON, "X-API-KEY": key})
 
 
-def coinpayments(secret: str = SECRET["COINPAYMENTS_CLIENT_SECRET"], client: str = CP_CLIENT,
-                 age_s: float = 0.0, url: str = CP_URL) -> Sent:
+def coinpayments(
+    secret: str = SECRET["COINPAYMENTS_CLIENT_SECRET"],
+    client: str = CP_CLIENT,
+    age_s: float = 0.0,
+    url: str = CP_URL,
+) -> Sent:
     when = datetime.fromtimestamp(time.time() - age_s, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return Sent("coinpayments", CP_BODY, {
-        **JSON, "X-CoinPayments-Client": client, "X-CoinPayments-Timestamp": when,
-        "X-CoinPayments-Signature": coinpayments_signature(secret, url, client, when, CP_BODY),
-    })
+    return Sent(
+        "coinpayments",
+        CP_BODY,
+        {
+            **JSON,
+            "X-CoinPayments-Client": client,
+            "X-CoinPayments-Timestamp": when,
+            "X-CoinPayments-Signature": coinpayments_signature(secret, url, client, when, CP_BODY),
+        },
+    )
 
 
-def ipn(secret: str = SECRET["COINPAYMENTS_IPN_SECRET"], body: bytes = IPN_BODY,
-        upper: bool = False) -> Sent:
+def ipn(
+    secret: str = SECRET["COINPAYMENTS_IPN_SECRET"], body: bytes = IPN_BODY, upper: bool = False
+) -> Sent:
     digest = hex_hmac(secret, body, "sha512")
-    return Sent("ipn", body, {"Content-Type": "application/x-www-form-urlencoded",
-                              "HMAC": digest.upper() if upper else digest})
+    return Sent(
+        "ipn",
+        body,
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "HMAC": digest.upper() if upper else digest,
+        },
+    )
 
 
 def ipn_form(**fields: str) -> bytes:
-    base = {"ipn_version": "1.0", "ipn_type": "api", "ipn_mode": "hmac", "ipn_id": "i1",
-            "merchant": IPN_MERCHANT, "txn_id": "CPXX1", "status": "0"}
+    base = {
+        "ipn_version": "1.0",
+        "ipn_type": "api",
+        "ipn_mode": "hmac",
+        "ipn_id": "i1",
+        "merchant": IPN_MERCHANT,
+        "txn_id": "CPXX1",
+        "status": "0",
+    }
     return urlencode({**base, **fields}).encode()
 
 
-def calypso(secret: str = SECRET["CALYPSO_SECRET_KEY"], source: str = "calypso",
-            key: str | None = None) -> Sent:
+def calypso(
+    secret: str = SECRET["CALYPSO_SECRET_KEY"], source: str = "calypso", key: str | None = None
+) -> Sent:
     headers = {**JSON, "Sign": hex_hmac(secret, CALYPSO_BODY, "sha512")}
     if key is not None:
         headers["Key"] = key
     return Sent(source, CALYPSO_BODY, headers)
 
 
-def cryptoix(secret: str = SECRET["CRYPTOIX_WEBHOOK_SECRET"], source: str = "cryptoix",
-             header: str = "X-Cryptoix-Signature") -> Sent:
+def cryptoix(
+    secret: str = SECRET["CRYPTOIX_WEBHOOK_SECRET"],
+    source: str = "cryptoix",
+    header: str = "X-Cryptoix-Signature",
+) -> Sent:
     return Sent(source, CRYPTOIX_BODY, {**JSON, header: hex_hmac(secret, CRYPTOIX_BODY)})
 
 
@@ -158,17 +217,23 @@ def coinable(token: str | None = SECRET["COINABLE_URL_TOKEN"], source: str = "co
     return Sent(source, COINABLE_BODY, dict(JSON), token)
 
 
-def partner(secret: str = SECRET["PARTNER_WHSEC"], age_s: float = 0.0,
-            shift_stamp_s: int = 0) -> Sent:
+def partner(
+    secret: str = SECRET["PARTNER_WHSEC"], age_s: float = 0.0, shift_stamp_s: int = 0
+) -> Sent:
     """Signed by the Standard Webhooks reference SDK; `shift_stamp_s` moves the timestamp
     header after signing."""
     moment = datetime.fromtimestamp(int(time.time() - age_s), UTC)
     msg_id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
-    return Sent("partner", PARTNER_BODY, {
-        **JSON, "webhook-id": msg_id,
-        "webhook-timestamp": str(int(moment.timestamp()) + shift_stamp_s),
-        "webhook-signature": Webhook(secret).sign(msg_id, moment, PARTNER_BODY.decode()),
-    })
+    return Sent(
+        "partner",
+        PARTNER_BODY,
+        {
+            **JSON,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(moment.timestamp()) + shift_stamp_s),
+            "webhook-signature": Webhook(secret).sign(msg_id, moment, PARTNER_BODY.decode()),
+        },
+    )
 
 
 def btcpay(secret: str = SECRET["BTCPAY_WEBHOOK_SECRET"], prefix: str = "sha256=") -> Sent:
@@ -198,8 +263,10 @@ ACCEPTED: list[Row] = [
     ("calypso-matching-public-key", lambda: calypso(source="calypso-keyed", key=CALYPSO_PUBLIC)),
     ("cryptoix", cryptoix),
     ("cryptoix-second-secret", lambda: cryptoix(SECRET["CRYPTOIX_WEBHOOK_SECRET_2"])),
-    ("cryptoix-configured-header", lambda: cryptoix(source="cryptoix-custom",
-                                                    header="X-Signature")),
+    (
+        "cryptoix-configured-header",
+        lambda: cryptoix(source="cryptoix-custom", header="X-Signature"),
+    ),
     ("coinable", coinable),
     ("coinable-second-token", lambda: coinable(SECRET["COINABLE_URL_TOKEN_2"])),
     ("standard-webhooks", partner),
@@ -217,44 +284,62 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
     ("ivpay-wrong-api-key", lambda: ivpay("wrong"), BAD_SIGNATURE),
     ("ivpay-api-key-prefix", lambda: ivpay(SECRET["IVPAY_API_KEY"][:-1]), BAD_SIGNATURE),
     ("ivpay-no-api-key", lambda: without(ivpay(), "X-API-KEY"), BAD_SIGNATURE),
-    ("coinpayments-tampered", lambda: tampered(coinpayments(), b"Unpaid", b"Paid!!"),
-     BAD_SIGNATURE),
+    (
+        "coinpayments-tampered",
+        lambda: tampered(coinpayments(), b"Unpaid", b"Paid!!"),
+        BAD_SIGNATURE,
+    ),
     ("coinpayments-wrong-secret", lambda: coinpayments("nope"), BAD_SIGNATURE),
-    ("coinpayments-no-signature",
-     lambda: without(coinpayments(), "X-CoinPayments-Signature"), BAD_SIGNATURE),
+    (
+        "coinpayments-no-signature",
+        lambda: without(coinpayments(), "X-CoinPayments-Signature"),
+        BAD_SIGNATURE,
+    ),
     ("coinpayments-other-client", lambda: coinpayments(client="0" * 32), BAD_SIGNATURE),
     # Signed over the URL the request reached, not the configured notification_url.
-    ("coinpayments-other-url",
-     lambda: coinpayments(url="http://127.0.0.1:8000/hooks/coinpayments"), BAD_SIGNATURE),
+    (
+        "coinpayments-other-url",
+        lambda: coinpayments(url="http://127.0.0.1:8000/hooks/coinpayments"),
+        BAD_SIGNATURE,
+    ),
     ("coinpayments-ten-minutes-old", lambda: coinpayments(age_s=600), STALE),
-    ("ipn-tampered", lambda: tampered(ipn(), b"amount1=10.00", b"amount1=99.00"),
-     BAD_SIGNATURE),
+    ("ipn-tampered", lambda: tampered(ipn(), b"amount1=10.00", b"amount1=99.00"), BAD_SIGNATURE),
     ("ipn-wrong-secret", lambda: ipn("nope"), BAD_SIGNATURE),
     ("ipn-no-hmac", lambda: without(ipn(), "HMAC"), BAD_SIGNATURE),
-    ("ipn-other-merchant", lambda: ipn(body=ipn_form(merchant="fedcba9876543210")),
-     BAD_SIGNATURE),
+    ("ipn-other-merchant", lambda: ipn(body=ipn_form(merchant="fedcba9876543210")), BAD_SIGNATURE),
     ("ipn-mode-httpauth", lambda: ipn(body=ipn_form(ipn_mode="httpauth")), BAD_SIGNATURE),
     ("calypso-tampered", lambda: tampered(calypso(), b"0.01", b"0.02"), BAD_SIGNATURE),
     ("calypso-wrong-secret", lambda: calypso("nope"), BAD_SIGNATURE),
     ("calypso-no-sign", lambda: without(calypso(), "Sign"), BAD_SIGNATURE),
-    ("calypso-other-public-key", lambda: calypso(source="calypso-keyed", key="other"),
-     BAD_SIGNATURE),
+    (
+        "calypso-other-public-key",
+        lambda: calypso(source="calypso-keyed", key="other"),
+        BAD_SIGNATURE,
+    ),
     ("calypso-no-public-key", lambda: calypso(source="calypso-keyed"), BAD_SIGNATURE),
     ("cryptoix-tampered", lambda: tampered(cryptoix(), b"1.50", b"9.50"), BAD_SIGNATURE),
     ("cryptoix-wrong-secret", lambda: cryptoix("nope"), BAD_SIGNATURE),
-    ("cryptoix-no-signature", lambda: without(cryptoix(), "X-Cryptoix-Signature"),
-     BAD_SIGNATURE),
-    ("cryptoix-default-header-when-another-is-configured",
-     lambda: cryptoix(source="cryptoix-custom"), BAD_SIGNATURE),
+    ("cryptoix-no-signature", lambda: without(cryptoix(), "X-Cryptoix-Signature"), BAD_SIGNATURE),
+    (
+        "cryptoix-default-header-when-another-is-configured",
+        lambda: cryptoix(source="cryptoix-custom"),
+        BAD_SIGNATURE,
+    ),
     ("coinable-wrong-token", lambda: coinable("not-the-token"), BAD_TOKEN),
     ("coinable-no-token", lambda: coinable(None), BAD_TOKEN),
     ("coinable-token-prefix", lambda: coinable(SECRET["COINABLE_URL_TOKEN"][:-1]), BAD_TOKEN),
-    ("coinable-address-not-allowed", lambda: coinable(source="coinable-fenced"),
-     (403, "ip_not_allowed")),
+    (
+        "coinable-address-not-allowed",
+        lambda: coinable(source="coinable-fenced"),
+        (403, "ip_not_allowed"),
+    ),
     ("standard-webhooks-tampered", lambda: tampered(partner(), b"ETH", b"BTC"), BAD_SIGNATURE),
     ("standard-webhooks-wrong-secret", lambda: partner(WRONG_WHSEC), BAD_SIGNATURE),
-    ("standard-webhooks-no-signature", lambda: without(partner(), "webhook-signature"),
-     BAD_SIGNATURE),
+    (
+        "standard-webhooks-no-signature",
+        lambda: without(partner(), "webhook-signature"),
+        BAD_SIGNATURE,
+    ),
     ("standard-webhooks-timestamp-moved", lambda: partner(shift_stamp_s=1), BAD_SIGNATURE),
     ("standard-webhooks-ten-minutes-old", lambda: partner(age_s=600), STALE),
     ("hmac-tampered", lambda: tampered(btcpay(), b"order-1001", b"order-1002"), BAD_SIGNATURE),
@@ -289,10 +374,10 @@ async def test_accepted(build: Callable[[], Sent], ingress: Any, redis: Any) -> 
     assert await redis.llen("relay:rejections") == 0
 
 
-@pytest.mark.parametrize(("build", "expected"),
-                         [pytest.param(b, e, id=i) for i, b, e in REJECTED])
-async def test_rejected(build: Callable[[], Sent], expected: tuple[int, str], ingress: Any,
-                        redis: Any) -> None:
+@pytest.mark.parametrize(("build", "expected"), [pytest.param(b, e, id=i) for i, b, e in REJECTED])
+async def test_rejected(
+    build: Callable[[], Sent], expected: tuple[int, str], ingress: Any, redis: Any
+) -> None:
     client = await ingress(CONFIG)
     sent = build()
     status, error = expected

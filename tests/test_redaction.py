@@ -123,8 +123,10 @@ class BrokenServer:
     def _answer(head: bytes) -> bytes:
         path = head.split(b" ", 2)[1]
         if path.startswith(b"/echo"):
-            return (b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(head)) + head
+            return (
+                b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(head)
+            ) + head
         if path.startswith(b"/mirror"):
             return head
         return GARBAGE
@@ -138,8 +140,10 @@ async def broken() -> AsyncIterator[BrokenServer]:
 
 
 def http_sink(url: str, **options: Any) -> HttpSink:
-    return HttpSink("shop", HttpSinkConfig.model_validate(
-        {"type": "http", "url": url, "secret": WHSEC, **options}))
+    return HttpSink(
+        "shop",
+        HttpSinkConfig.model_validate({"type": "http", "url": url, "secret": WHSEC, **options}),
+    )
 
 
 def discord_sink(url: str) -> DiscordSink:
@@ -174,13 +178,16 @@ def configure_logs(buffer: io.StringIO, secrets: set[str]) -> None:
     structlog.configure(cache_logger_on_first_use=False)
 
 
-async def test_garbage_answer_reason_hides_http_sink_url(broken: BrokenServer, http_session: Any,
-                                                         captured_log: io.StringIO) -> None:
+async def test_garbage_answer_reason_hides_http_sink_url(
+    broken: BrokenServer, http_session: Any, captured_log: io.StringIO
+) -> None:
     """`HTTP://HOST/...?token=s3cret` answered with garbage: the reason keeps only the host,
     and neither the reason nor aiohttp's raw error text logged reaches the log with the token.
     """
     url = f"HTTP://127.0.0.1:{broken.port}/hook/pathSECRET?token=s3cret-q"
-    configure_logs(captured_log, {url})  # as relay.cli does: the URL as configured, not as aiohttp prints it
+    configure_logs(
+        captured_log, {url}
+    )  # as relay.cli does: the URL as configured, not as aiohttp prints it
     outcome = await http_sink(url).deliver(http_session, payment_event(), 1)
     assert isinstance(outcome, RetryLater) and broken.heads
     assert outcome.reason.startswith("network error: ClientResponseError: 400")
@@ -201,13 +208,16 @@ async def test_garbage_answer_reason_hides_http_sink_url(broken: BrokenServer, h
         assert secret not in shown(outcome) and secret not in lines, secret
 
 
-async def test_garbage_answer_hides_discord_and_slack_tokens(broken: BrokenServer,
-                                                             http_session: Any) -> None:
+async def test_garbage_answer_hides_discord_and_slack_tokens(
+    broken: BrokenServer, http_session: Any
+) -> None:
     """A Discord-shaped (`/api/webhooks/123/tok-en`) and a Slack-shaped webhook URL answered
     with garbage: no token in the reason."""
     base = f"http://127.0.0.1:{broken.port}"
-    for sink in (discord_sink(f"{base}/api/webhooks/123/tok-en-SECRET"),
-                 slack_sink(f"{base}/services/T000/B000/slackSECRET")):
+    for sink in (
+        discord_sink(f"{base}/api/webhooks/123/tok-en-SECRET"),
+        slack_sink(f"{base}/services/T000/B000/slackSECRET"),
+    ):
         outcome = await sink.deliver(http_session, payment_event(), 1)
         assert isinstance(outcome, RetryLater) and outcome.reason.startswith("network error")
         assert "SECRET" not in shown(outcome) and "webhooks" not in shown(outcome)
@@ -218,15 +228,18 @@ async def test_request_line_echoed_as_status_line(broken: BrokenServer, http_ses
     """A server that sends the request line back: aiohttp quotes it (path and query, no
     scheme) in its error; the reason shows neither the token nor the query secret."""
     base = f"http://127.0.0.1:{broken.port}"
-    for sink in (discord_sink(f"{base}/mirror/api/webhooks/123/tok-en-SECRET"),
-                 http_sink(f"{base}/mirror/shopSECRET?token=s3cret-q")):
+    for sink in (
+        discord_sink(f"{base}/mirror/api/webhooks/123/tok-en-SECRET"),
+        http_sink(f"{base}/mirror/shopSECRET?token=s3cret-q"),
+    ):
         outcome = await sink.deliver(http_session, payment_event(), 1)
         assert isinstance(outcome, RetryLater) and "POST " in outcome.reason  # the echo is there
         assert "SECRET" not in shown(outcome) and "s3cret" not in shown(outcome)
 
 
-async def test_excerpt_of_an_answer_echoing_the_request(broken: BrokenServer,
-                                                        http_session: Any) -> None:
+async def test_excerpt_of_an_answer_echoing_the_request(
+    broken: BrokenServer, http_session: Any
+) -> None:
     """A 404 whose body echoes the request (path, query, custom Authorization header): the
     excerpt keeps the rest and none of those."""
     url = f"HTTP://127.0.0.1:{broken.port}/echo/pathSECRET?token=s3cret-q"
@@ -239,9 +252,16 @@ async def test_excerpt_of_an_answer_echoing_the_request(broken: BrokenServer,
 
 def test_template_error_reason_is_redacted() -> None:
     """A template error quoting event data with a URL stores no token either."""
-    sink = DiscordSink("ops", DiscordSinkConfig.model_validate({
-        "type": "discord", "url": "https://discord.com/api/webhooks/1/tok-en",
-        "template": "{{ 'x'.encode(payment.tx_url) }}"}))  # LookupError: unknown encoding: <url>
+    sink = DiscordSink(
+        "ops",
+        DiscordSinkConfig.model_validate(
+            {
+                "type": "discord",
+                "url": "https://discord.com/api/webhooks/1/tok-en",
+                "template": "{{ 'x'.encode(payment.tx_url) }}",
+            }
+        ),
+    )  # LookupError: unknown encoding: <url>
     with pytest.raises(Exception) as caught:  # RenderError, checked below
         sink.render(payment_event(payment={"tx_url": "https://x.example/tx?key=s3cret"}), 1)
     assert type(caught.value).__name__ == "RenderError" and "s3cret" not in str(caught.value)
@@ -251,10 +271,15 @@ def test_template_error_reason_is_redacted() -> None:
 
 
 def cli(config: Path, redis_url: str, command: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "relay.cli", command, "--config", str(config),
-                           *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
-                          env={**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url})
+    done = subprocess.run(
+        [sys.executable, "-m", "relay.cli", command, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+        env={**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url},
+    )
     assert done.returncode in (0, 1), done.stderr  # status exits 1 when degraded
     return done.stdout + done.stderr
 
@@ -278,8 +303,9 @@ async def redis_dump(redis: Any) -> str:
 
 
 @pytest.mark.slow
-async def test_no_sink_secret_stored_shown_or_logged(tmp_path: Path, redis: Any, redis_url: str,
-                                                     broken: BrokenServer) -> None:
+async def test_no_sink_secret_stored_shown_or_logged(
+    tmp_path: Path, redis: Any, redis_url: str, broken: BrokenServer
+) -> None:
     """Real `relay serve` and `relay worker`, sinks whose URLs carry secrets (one spelled
     `HTTP://`), all answering broken HTTP until they are dead-lettered: no secret in Redis,
     `relay status`, `relay dlq list`, /status, /status.json, /metrics or either log."""
@@ -291,15 +317,29 @@ async def test_no_sink_secret_stored_shown_or_logged(tmp_path: Path, redis: Any,
         "admin": {"token": admin},
         "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
         "sinks": {
-            "shop": {"type": "http", "url": f"HTTP://{base}/hook/shopSECRET?token=s3cret-q",
-                     "secret": WHSEC, "retry": fast,
-                     "headers": {"Authorization": "Bearer bearerSECRET-1b2c"}},
-            "echo": {"type": "http", "url": f"http://{base}/echo/echoSECRET?token=s3cret-e",
-                     "secret": WHSEC, "headers": {"X-Api-Key": "headerSECRET-77"}},
-            "ops": {"type": "discord", "url": f"http://{base}/api/webhooks/123/tok-en-SECRET",
-                    "retry": fast},
-            "sales": {"type": "slack", "url": f"hTTp://{base}/services/T0/B0/slackSECRET",
-                      "retry": fast},
+            "shop": {
+                "type": "http",
+                "url": f"HTTP://{base}/hook/shopSECRET?token=s3cret-q",
+                "secret": WHSEC,
+                "retry": fast,
+                "headers": {"Authorization": "Bearer bearerSECRET-1b2c"},
+            },
+            "echo": {
+                "type": "http",
+                "url": f"http://{base}/echo/echoSECRET?token=s3cret-e",
+                "secret": WHSEC,
+                "headers": {"X-Api-Key": "headerSECRET-77"},
+            },
+            "ops": {
+                "type": "discord",
+                "url": f"http://{base}/api/webhooks/123/tok-en-SECRET",
+                "retry": fast,
+            },
+            "sales": {
+                "type": "slack",
+                "url": f"hTTp://{base}/services/T0/B0/slackSECRET",
+                "retry": fast,
+            },
         },
     }
     config = write_config(tmp_path, raw)
@@ -310,8 +350,11 @@ async def test_no_sink_secret_stored_shown_or_logged(tmp_path: Path, redis: Any,
         await worker.ready()
         body = orjson.dumps({"payment_id": "p-1", "status": "PAID", "foreign_id": "o-1"})
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{web.url}/hooks/ivpay", data=body,
-                                    headers={"X-API-KEY": TEST_SECRETS["IVPAY_API_KEY"]}) as r:
+            async with session.post(
+                f"{web.url}/hooks/ivpay",
+                data=body,
+                headers={"X-API-KEY": TEST_SECRETS["IVPAY_API_KEY"]},
+            ) as r:
                 assert r.status == 200
             await wait_for(lambda: dead_letters(redis, 4), timeout=30)
             pages = []
@@ -325,15 +368,23 @@ async def test_no_sink_secret_stored_shown_or_logged(tmp_path: Path, redis: Any,
         web.stop()
     stored = await redis_dump(redis)
     status = cli(config, redis_url, "status", "--json") + cli(config, redis_url, "status")
-    letters = cli(config, redis_url, "dlq", "list", "--json") + cli(config, redis_url, "dlq", "list")
+    letters = cli(config, redis_url, "dlq", "list", "--json") + cli(
+        config, redis_url, "dlq", "list"
+    )
     logged = web.log_path.read_text() + worker.log_path.read_text()
     # The failures were recorded, with their redacted reasons and excerpts.
     assert f"http://{base}/{DROPPED}" in status and "network error" in letters
     assert "webhook-id" in json.dumps(letters).lower() and "delivery dead-lettered" in logged
-    for where, text in {"redis": stored, "status": status, "dlq": letters, "log": logged,
-                        "pages": "\n".join(pages)}.items():
-        found = [s for s in ("SECRET", "s3cret", "/hook/", "/api/webhooks", "/services/")
-                 if s in text]
+    for where, text in {
+        "redis": stored,
+        "status": status,
+        "dlq": letters,
+        "log": logged,
+        "pages": "\n".join(pages),
+    }.items():
+        found = [
+            s for s in ("SECRET", "s3cret", "/hook/", "/api/webhooks", "/services/") if s in text
+        ]
         assert not found, f"{where}: {found}"
 
 
@@ -348,8 +399,13 @@ async def raw_get(port: int, target: bytes, headers: bytes = b"") -> int:
     """The status of a GET sent as raw bytes (aiohttp's client refuses non-UTF-8 headers)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n"
-                     + headers + b"\r\n")
+        writer.write(
+            b"GET "
+            + target
+            + b" HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n"
+            + headers
+            + b"\r\n"
+        )
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), 10)
     finally:
@@ -365,7 +421,9 @@ async def test_non_utf8_or_non_ascii_tokens_are_a_plain_401(ingress: Any, path: 
     client = await ingress({"admin": {"token": token}, "sinks": {"console": {"type": "log"}}})
     port = client.port
     assert await raw_get(port, path, b"Authorization: Bearer \xff\xfe\r\n") == 401
-    assert await raw_get(port, path, b"Authorization: Bearer " + token.encode() + b"\xff\r\n") == 401
+    assert (
+        await raw_get(port, path, b"Authorization: Bearer " + token.encode() + b"\xff\r\n") == 401
+    )
     assert await raw_get(port, path, "Authorization: Bearer tökén\r\n".encode()) == 401
     assert await raw_get(port, path, b"Authorization: \xff\xfe " + token.encode() + b"\r\n") == 401
     assert await raw_get(port, path + b"?token=%FF%FE") == 401
@@ -376,8 +434,9 @@ async def test_non_utf8_or_non_ascii_tokens_are_a_plain_401(ingress: Any, path: 
 # --- the Discord embed title ----------------------------------------------------------------
 
 
-async def test_discord_title_escapes_the_currency(sink_server: SinkServer,
-                                                  http_session: Any) -> None:
+async def test_discord_title_escapes_the_currency(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """The provider's currency text in the embed title is markdown-escaped like the rest."""
     url = sink_server.discord_url()
     event = payment_event(payment={"amount": "1", "currency": "**SOL** [x](https://evil.example)"})
@@ -385,4 +444,3 @@ async def test_discord_title_escapes_the_currency(sink_server: SinkServer,
     (request,) = sink_server.requests(url)
     (embed,) = request.json()["embeds"]
     assert embed["title"] == r"Payment completed: 1 \*\*SOL\*\* \[x\]\(https://evil.example\)"
-

@@ -40,8 +40,9 @@ MIB = 1024 * 1024
 
 
 def body(i: int, padding: int = 0) -> bytes:
-    return orjson.dumps({"payment_id": f"mem-{i}", "status": "PAID", "foreign_id": str(i),
-                         "note": "x" * padding})
+    return orjson.dumps(
+        {"payment_id": f"mem-{i}", "status": "PAID", "foreign_id": str(i), "note": "x" * padding}
+    )
 
 
 class Log:
@@ -104,8 +105,14 @@ async def limit_memory(redis: Any, headroom_bytes: int) -> int:
 
 
 def test_parse_info_subtracts_what_redis_does_not_count() -> None:
-    state = parse_info({"used_memory": 10_000, "mem_not_counted_for_evict": 1_000,
-                        "maxmemory": 20_000, "maxmemory_policy": "allkeys-lru"})
+    state = parse_info(
+        {
+            "used_memory": 10_000,
+            "mem_not_counted_for_evict": 1_000,
+            "maxmemory": 20_000,
+            "maxmemory_policy": "allkeys-lru",
+        }
+    )
     assert state == MemoryState(used_bytes=9_000, max_bytes=20_000, policy="allkeys-lru")
     assert state.evicting and state.fraction == 0.45
     assert parse_info({}) == MemoryState()  # nothing said: unknown, not "noeviction"
@@ -143,8 +150,13 @@ async def test_check_refuses_an_evicting_policy(mem_redis: Any) -> None:
         await check_eviction_policy(mem_redis, allow=False, log=log)
     message = str(refused.value)
     assert refused.value.policy == "allkeys-lru"
-    for text in ("'allkeys-lru'", "heroku redis:maxmemory --policy noeviction",
-                 "CONFIG SET maxmemory-policy noeviction", "redis.conf", "allow_redis_eviction"):
+    for text in (
+        "'allkeys-lru'",
+        "heroku redis:maxmemory --policy noeviction",
+        "CONFIG SET maxmemory-policy noeviction",
+        "redis.conf",
+        "allow_redis_eviction",
+    ):
         assert text in message, text
     await check_eviction_policy(mem_redis, allow=True, log=log)
     assert log.levels() == ["error"]
@@ -153,14 +165,14 @@ async def test_check_refuses_an_evicting_policy(mem_redis: Any) -> None:
         await check_eviction_policy(mem_redis, allow=False, log=log)
 
 
-async def test_check_passes_noeviction_and_warns_when_unreadable(mem_redis: Any,
-                                                                 own_redis: EmbeddedRedis) -> None:
+async def test_check_passes_noeviction_and_warns_when_unreadable(
+    mem_redis: Any, own_redis: EmbeddedRedis
+) -> None:
     """noeviction: silent. INFO refused (an ACL user without it) or Redis down: a warning."""
     log = Log()
     await check_eviction_policy(mem_redis, allow=False, log=log)
     assert log.lines == []
-    await mem_redis.execute_command("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "+@all",
-                                    "-info")
+    await mem_redis.execute_command("ACL", "SETUSER", "noinfo", "on", ">pw", "~*", "+@all", "-info")
     limited = connect(f"redis://noinfo:pw@127.0.0.1:{own_redis.port}/0")
     try:
         assert (await read_memory(limited)).policy is None
@@ -183,8 +195,9 @@ async def test_ingress_refuses_to_start_on_allkeys_lru(mem_redis: Any, start_ing
         await start_ingress({})
 
 
-async def test_relay_serve_exits_with_a_message(mem_redis: Any, own_redis: EmbeddedRedis,
-                                                tmp_path: Path) -> None:
+async def test_relay_serve_exits_with_a_message(
+    mem_redis: Any, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
     """`relay serve` on allkeys-lru: exit 3, the policy and the fix on stderr, no traceback."""
     await mem_redis.config_set("maxmemory-policy", "allkeys-lru")
     config = write_config(tmp_path, IVPAY)
@@ -197,8 +210,9 @@ async def test_relay_serve_exits_with_a_message(mem_redis: Any, own_redis: Embed
     assert "Traceback" not in output
 
 
-async def test_relay_worker_exits_with_a_message(mem_redis: Any, own_redis: EmbeddedRedis,
-                                                 tmp_path: Path) -> None:
+async def test_relay_worker_exits_with_a_message(
+    mem_redis: Any, own_redis: EmbeddedRedis, tmp_path: Path
+) -> None:
     """`relay worker` on volatile-lru: exit 3 before taking any job, the fix on stderr."""
     await mem_redis.config_set("maxmemory-policy", "volatile-lru")
     config = write_config(tmp_path, IVPAY)
@@ -210,8 +224,9 @@ async def test_relay_worker_exits_with_a_message(mem_redis: Any, own_redis: Embe
     assert "Traceback" not in output and "worker started" not in output
 
 
-async def test_allowed_eviction_runs_ready_with_a_warning(mem_redis: Any,
-                                                          start_ingress: Any) -> None:
+async def test_allowed_eviction_runs_ready_with_a_warning(
+    mem_redis: Any, start_ingress: Any
+) -> None:
     """Allowed by config: it starts and stores, /readyz stays 200 (the operator chose this)
     with a `warning`, and status and metrics say degraded and why."""
     await mem_redis.config_set("maxmemory-policy", "allkeys-lru")
@@ -235,8 +250,7 @@ async def test_allowed_eviction_runs_ready_with_a_warning(mem_redis: Any,
     assert found[("relay_ingress_shedding", ())] == 0
 
 
-async def test_policy_turning_evicting_at_runtime_sheds(mem_redis: Any,
-                                                        start_ingress: Any) -> None:
+async def test_policy_turning_evicting_at_runtime_sheds(mem_redis: Any, start_ingress: Any) -> None:
     """Started on noeviction, then someone sets allkeys-lru: the ingress stops storing (503)
     within about a second and /readyz names why; back to noeviction, it accepts again."""
     client = await start_ingress({})
@@ -261,8 +275,11 @@ async def readyz_ok(client: TestClient) -> bool:
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 # --- shedding near maxmemory --------------------------------------------------------------
@@ -306,15 +323,19 @@ async def test_sheds_near_maxmemory_without_a_round_trip_per_webhook(
     assert sum(after.values()) - sum(before.values()) < 60, (before, after)
 
     unavailable = answered[503] + 300
-    await wait_for(lambda: _stat_equals(mem_redis, "relay:stats", "in:ivpay:unavailable",
-                                        unavailable), timeout=5)
+    await wait_for(
+        lambda: _stat_equals(mem_redis, "relay:stats", "in:ivpay:unavailable", unavailable),
+        timeout=5,
+    )
     config = make_config(IVPAY, "redis://unused").config
     snapshot = await take_snapshot(mem_redis, config)
     assert snapshot.shedding is not None and snapshot.unavailable == unavailable
     assert any("shedding" in reason for reason in snapshot.degraded_reasons)
     found = metric_samples(await (await client.get("/metrics")).text())
-    assert found[("relay_inbound_total", (("outcome", "unavailable"), ("source", "ivpay")))] \
+    assert (
+        found[("relay_inbound_total", (("outcome", "unavailable"), ("source", "ivpay")))]
         == unavailable
+    )
     assert found[("relay_ingress_shedding", ())] == 1
     assert found[("relay_redis_memory_max_bytes", ())] == limit
 
@@ -366,8 +387,9 @@ async def test_unreachable_redis_503s_are_counted_once_it_answers(
         server = EmbeddedRedis(tmp_path / "redis", port=server.port, appendonly=False).start()
         redis = connect(server.url)
         try:
-            await wait_for(lambda: _stat_equals(redis, "relay:stats", "in:ivpay:unavailable", 7),
-                           timeout=10)
+            await wait_for(
+                lambda: _stat_equals(redis, "relay:stats", "in:ivpay:unavailable", 7), timeout=10
+            )
         finally:
             await redis.aclose()
     finally:
@@ -382,6 +404,7 @@ def test_shed_ratio_is_validated() -> None:
         with pytest.raises(ConfigError) as error:
             make_config({"server": {"shed_memory_ratio": bad}})
         assert error.value.errors[0][0] == "server.shed_memory_ratio"
-    assert make_config({"server": {"shed_memory_ratio": 0.8}}).config.server.shed_memory_ratio \
-        == 0.8
+    assert (
+        make_config({"server": {"shed_memory_ratio": 0.8}}).config.server.shed_memory_ratio == 0.8
+    )
     assert make_config({}).config.allow_redis_eviction is False

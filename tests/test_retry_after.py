@@ -99,8 +99,12 @@ def test_json_wait_seconds(value: Any, expected: float | None) -> None:
 
 
 def http_sink(url: str) -> HttpSink:
-    return HttpSink("shop", HttpSinkConfig.model_validate(
-        {"type": "http", "url": url, "secret": TEST_SECRETS["PARTNER_WHSEC"]}))
+    return HttpSink(
+        "shop",
+        HttpSinkConfig.model_validate(
+            {"type": "http", "url": url, "secret": TEST_SECRETS["PARTNER_WHSEC"]}
+        ),
+    )
 
 
 def slack_sink(url: str) -> SlackSink:
@@ -138,8 +142,9 @@ def assert_wait(outcome: Any, expected: float | None) -> None:
 
 
 @pytest.mark.parametrize(("value", "expected"), HEADER_CASES)
-async def test_http_sink_429(sink_server: SinkServer, http_session: Any, value: str,
-                             expected: float | None) -> None:
+async def test_http_sink_429(
+    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+) -> None:
     """A merchant's 429 with each Retry-After: a sane wait, at least 1 s, or absent."""
     url = sink_server.url("/shop")
     sink_server.script(url, [Reply(429, "slow down", {"Retry-After": header_value(value)})])
@@ -147,18 +152,21 @@ async def test_http_sink_429(sink_server: SinkServer, http_session: Any, value: 
 
 
 @pytest.mark.parametrize(("value", "expected"), HEADER_CASES)
-async def test_slack_sink_429(sink_server: SinkServer, http_session: Any, value: str,
-                              expected: float | None) -> None:
+async def test_slack_sink_429(
+    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+) -> None:
     """Slack's 429 (Retry-After only) is read the same way."""
     url = sink_server.slack_url()
     sink_server.script(url, [Reply.rate_limited(header_value(value))])
     assert_wait(await slack_sink(url).deliver(http_session, payment_event(), 1), expected)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("0", 0.0), ("inf", None), ("-5", None),
-                                                 ("30", 30.0)])
-async def test_5xx_retry_after_has_no_floor(sink_server: SinkServer, http_session: Any,
-                                            value: str, expected: float | None) -> None:
+@pytest.mark.parametrize(
+    ("value", "expected"), [("0", 0.0), ("inf", None), ("-5", None), ("30", 30.0)]
+)
+async def test_5xx_retry_after_has_no_floor(
+    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+) -> None:
     """A 503's Retry-After is only a lower bound for the schedule: no floor, same sanity."""
     url = sink_server.url("/shop")
     sink_server.script(url, [Reply(503, "busy", {"Retry-After": value})])
@@ -169,8 +177,10 @@ async def test_5xx_retry_after_has_no_floor(sink_server: SinkServer, http_sessio
 
 def discord_429(retry_after: str, header: str | None = None) -> Reply:
     """Discord's 429 with `retry_after` as raw JSON text (so 1e400 and NaN reach the parser)."""
-    body = f'{{"message": "You are being rate limited.", "retry_after": {retry_after}, ' \
-           '"global": false}'
+    body = (
+        f'{{"message": "You are being rate limited.", "retry_after": {retry_after}, '
+        '"global": false}'
+    )
     headers = {"Via": "1.1 google"}
     if header is not None:
         headers["Retry-After"] = header
@@ -199,8 +209,13 @@ def discord_429(retry_after: str, header: str | None = None) -> Reply:
         ("0.5", "3", 3.0),  # the longer of the two
     ],
 )
-async def test_discord_429(sink_server: SinkServer, http_session: Any, retry_after: str,
-                           header: str | None, expected: float | None) -> None:
+async def test_discord_429(
+    sink_server: SinkServer,
+    http_session: Any,
+    retry_after: str,
+    header: str | None,
+    expected: float | None,
+) -> None:
     """Discord's JSON retry_after and Retry-After: each counts only when sane; the longer wins;
     never less than 1 s."""
     url = sink_server.discord_url()

@@ -32,17 +32,21 @@ def test_default_schedule_spans_more_than_a_day() -> None:
     assert next_delay(DEFAULT, len(DEFAULT.schedule) + 1) is None
 
 
-async def test_arq_try_budget_outlasts_restarts(ingress: Any, run_worker: Any, redis: Any,
-                                                config_factory: Any) -> None:
+async def test_arq_try_budget_outlasts_restarts(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: Any
+) -> None:
     """Arq counts every SIGTERM cancel and SIGKILL recovery as a try and drops a job past its
     `max_tries` (default 5). A stored webhook whose job was already tried 10,000 times (arq's
     own retry counter, as many restarts would leave it) is still delivered by a real worker."""
-    raw = {"sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-           "sinks": {"console": {"type": "log"}}}
+    raw = {
+        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+        "sinks": {"console": {"type": "log"}},
+    }
     client = await ingress(raw)
     body = b'{"payment_id": "p-tries", "status": "PAID"}'
-    response = await client.post("/hooks/ivpay", data=body,
-                                 headers={"X-API-KEY": TEST_SECRETS["IVPAY_API_KEY"]})
+    response = await client.post(
+        "/hooks/ivpay", data=body, headers={"X-API-KEY": TEST_SECRETS["IVPAY_API_KEY"]}
+    )
     assert response.status == 200
     tries = 10_000
     assert tries < MAX_TRIES
@@ -56,15 +60,23 @@ async def test_arq_try_budget_outlasts_restarts(ingress: Any, run_worker: Any, r
 async def test_every_retry_job_outlives_its_wait(config_factory: Any, redis: Any) -> None:
     """Walking the whole default schedule, every queued retry job expires only a day after it is
     due, the delivery state outlives the schedule, and the last failure is dead-lettered."""
-    shop = {"type": "http", "url": "https://shop.example/x",
-            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+    shop = {
+        "type": "http",
+        "url": "https://shop.example/x",
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    }
     loaded = config_factory({"sinks": {"shop": shop}})
     sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in loaded.config.sinks.items()}
     async with aiohttp.ClientSession() as session:
         pipeline = Pipeline(redis, loaded.config, sinks, session)
-        event = PaymentEvent.build(source="ivpay", provider="ivpay", dedupe_key="k",
-                                   type="payment.paid", provider_event="PAID",
-                                   received_at=time.time())
+        event = PaymentEvent.build(
+            source="ivpay",
+            provider="ivpay",
+            dedupe_key="k",
+            type="payment.paid",
+            provider_event="PAID",
+            received_at=time.time(),
+        )
         attempt = Attempt(StoredEvent(event.to_json()), "shop", 1, 0, time.time())
         keys = Keys()
         for step, base in enumerate(DEFAULT.schedule, start=1):

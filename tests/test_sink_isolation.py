@@ -20,8 +20,10 @@ LONG = {"schedule": ["30s"] * 5, "jitter": 0.1}  # nothing comes back during a t
 
 
 def raw_config(sinks: dict[str, Any]) -> dict[str, Any]:
-    return {"sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
-            "sinks": sinks}
+    return {
+        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+        "sinks": sinks,
+    }
 
 
 def http_sink(server: Any, path: str, **extra: Any) -> dict[str, Any]:
@@ -39,8 +41,7 @@ async def post_many(client: Any, count: int, tag: str) -> set[str]:
 
 
 def accepted_ids(server: Any, path: str) -> set[str]:
-    return {r.headers["webhook-id"] for r in server.requests(path)
-            if 200 <= (r.status or 0) < 300}
+    return {r.headers["webhook-id"] for r in server.requests(path) if 200 <= (r.status or 0) < 300}
 
 
 async def stats(redis: Any) -> dict[str, int]:
@@ -54,8 +55,12 @@ async def test_a_hung_sink_holds_at_most_its_in_flight_cap(
     other deliveries fail fast as `saturated` and wait for their retry, the healthy sink gets
     all 20 at once."""
     sink_server.script("/hung", [Reply.hang(20)] * 100)
-    raw = raw_config({"hung": http_sink(sink_server, "/hung", timeout="15s", max_in_flight=3),
-                      "fast": http_sink(sink_server, "/fast")})
+    raw = raw_config(
+        {
+            "hung": http_sink(sink_server, "/hung", timeout="15s", max_in_flight=3),
+            "fast": http_sink(sink_server, "/fast"),
+        }
+    )
     client = await ingress(raw)
     await run_worker(config_factory(raw), max_jobs=50)
     began = time.monotonic()
@@ -80,12 +85,15 @@ async def test_a_429_storm_costs_about_one_request_a_second(
 ) -> None:
     """A Discord webhook answering 429 with retry_after 0 to everything: after the first burst
     it is asked about once a second, the other sink gets every event, nothing dead-letters."""
-    sink_server.script(sink_server.discord_url(),
-                       [Reply.discord_rate_limited(0, header="0")] * 5000)
-    raw = raw_config({
-        "storm": {"type": "discord", "url": sink_server.discord_url(), "retry": LONG},
-        "shop": http_sink(sink_server, "/shop"),
-    })
+    sink_server.script(
+        sink_server.discord_url(), [Reply.discord_rate_limited(0, header="0")] * 5000
+    )
+    raw = raw_config(
+        {
+            "storm": {"type": "discord", "url": sink_server.discord_url(), "retry": LONG},
+            "shop": http_sink(sink_server, "/shop"),
+        }
+    )
     client = await ingress(raw)
     await run_worker(config_factory(raw))
     want = await post_many(client, 50, "storm")
@@ -95,8 +103,10 @@ async def test_a_429_storm_costs_about_one_request_a_second(
     await asyncio.sleep(8)
     later = len(sink_server.requests(sink_server.discord_url())) - burst
     seconds = time.monotonic() - began
-    print(f"\n429 storm: {burst} requests in the first burst (50 events), then {later} in "
-          f"{seconds:.1f}s ({later / seconds:.1f}/s)")
+    print(
+        f"\n429 storm: {burst} requests in the first burst (50 events), then {later} in "
+        f"{seconds:.1f}s ({later / seconds:.1f}/s)"
+    )
     assert burst <= 50  # each event's first attempt at most, before the first 429 was seen
     assert later <= 3 * seconds
     assert await redis.zcard("relay:dlq:index") == 0
@@ -108,9 +118,14 @@ async def test_absurd_retry_after_neither_dead_letters_nor_spins(
     """`Retry-After: inf`, `1e400`, `nan`, `-5` on a first attempt: the inbound request is not
     dead-lettered, the other sink has the event, and the sink is not asked again at once."""
     values = ["inf", "1e400", "nan", "-5"]
-    sink_server.script("/odd", [Reply.error(503, headers={"Retry-After": v}) for v in values]
-                       + [Reply.rate_limited(v) for v in values])
-    raw = raw_config({"odd": http_sink(sink_server, "/odd"), "shop": http_sink(sink_server, "/shop")})
+    sink_server.script(
+        "/odd",
+        [Reply.error(503, headers={"Retry-After": v}) for v in values]
+        + [Reply.rate_limited(v) for v in values],
+    )
+    raw = raw_config(
+        {"odd": http_sink(sink_server, "/odd"), "shop": http_sink(sink_server, "/shop")}
+    )
     client = await ingress(raw)
     await run_worker(config_factory(raw))
     want = await post_many(client, 8, "odd")

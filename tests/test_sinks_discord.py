@@ -18,7 +18,9 @@ pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixt
 
 def make_sink(url: str, **options: Any) -> DiscordSink:
     options.setdefault("project", "Acme Store")
-    return DiscordSink("ops", DiscordSinkConfig.model_validate({"type": "discord", "url": url, **options}))
+    return DiscordSink(
+        "ops", DiscordSinkConfig.model_validate({"type": "discord", "url": url, **options})
+    )
 
 
 def config_errors(sink: dict[str, Any]) -> list[str]:
@@ -27,7 +29,9 @@ def config_errors(sink: dict[str, Any]) -> list[str]:
     return [f"{path}: {message}" for path, message in caught.value.errors]
 
 
-async def send(server: SinkServer, session: Any, event: Any = None, **options: Any) -> tuple[Any, Any]:
+async def send(
+    server: SinkServer, session: Any, event: Any = None, **options: Any
+) -> tuple[Any, Any]:
     """Deliver once; return the outcome and the one request the server received."""
     url = options.pop("url", None) or server.discord_url()
     outcome = await make_sink(url, **options).deliver(session, event or payment_event(), 1)
@@ -48,11 +52,17 @@ async def test_posts_with_wait_true(sink_server: SinkServer, http_session: Any) 
     assert request.headers["content-type"] == "application/json"
 
 
-async def test_existing_query_and_thread_id_are_kept(sink_server: SinkServer, http_session: Any) -> None:
+async def test_existing_query_and_thread_id_are_kept(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Query parameters already in the URL survive, and `thread_id` posts into a thread."""
     url = sink_server.discord_url() + "?with_components=true"
     _, request = await send(sink_server, http_session, url=url, thread_id=998877665544332211)
-    assert request.query == {"with_components": "true", "wait": "true", "thread_id": "998877665544332211"}
+    assert request.query == {
+        "with_components": "true",
+        "wait": "true",
+        "thread_id": "998877665544332211",
+    }
 
 
 async def test_allowed_mentions_parse_nothing(sink_server: SinkServer, http_session: Any) -> None:
@@ -65,10 +75,15 @@ async def test_allowed_mentions_parse_nothing(sink_server: SinkServer, http_sess
 async def test_coinable_line(sink_server: SinkServer, http_session: Any, kind: str) -> None:
     """A successful payment reads like Coinable's line."""
     _, request = await send(sink_server, http_session, payment_event(kind))
-    assert request.json()["content"] == "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
+    assert (
+        request.json()["content"]
+        == "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
+    )
 
 
-async def test_line_without_amount_or_description(sink_server: SinkServer, http_session: Any) -> None:
+async def test_line_without_amount_or_description(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Missing amount and description degrade to the order reference."""
     event = payment_event("payment.paid", payment={"amount": None, "description": None})
     _, request = await send(sink_server, http_session, event)
@@ -79,7 +94,10 @@ async def test_line_of_other_types(sink_server: SinkServer, http_session: Any) -
     """Other event types get a similar short line."""
     event = payment_event("payment.expired", payment={"description": None})
     _, request = await send(sink_server, http_session, event)
-    assert request.json()["content"] == "[Acme Store]: Payment expired for 0.86 SOL for order order-1001."
+    assert (
+        request.json()["content"]
+        == "[Acme Store]: Payment expired for 0.86 SOL for order order-1001."
+    )
 
 
 async def test_embed_holds_the_details(sink_server: SinkServer, http_session: Any) -> None:
@@ -96,7 +114,9 @@ async def test_embed_holds_the_details(sink_server: SinkServer, http_session: An
     assert fields["Transaction"] == "`5VfYmGz3hK9`" and fields["Source"] == "coinable"
 
 
-async def test_hostile_payload_fits_every_limit_and_pings_no_one(sink_server: SinkServer, http_session: Any) -> None:
+async def test_hostile_payload_fits_every_limit_and_pings_no_one(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """`@everyone` and a 5000-character description are delivered within Discord's limits, pinging no one."""
     description = "@everyone @here <@123456789012345678> <@&876543210987654321> " + "x" * 5000
     event = payment_event(payment={"description": description})
@@ -105,16 +125,36 @@ async def test_hostile_payload_fits_every_limit_and_pings_no_one(sink_server: Si
     assert outcome == Delivered(200) and request.violations == []
     assert len(payload["content"]) <= 2000 and payload["content"].endswith("…")
     assert discord_pings(payload) == []
-    assert discord_pings({"content": payload["content"], "allowed_mentions": {"parse": ["everyone", "users", "roles"]}}) == []
-    assert "@\u200beveryone" in payload["content"] and "\\<@123456789012345678\\>" in payload["content"]
+    assert (
+        discord_pings(
+            {
+                "content": payload["content"],
+                "allowed_mentions": {"parse": ["everyone", "users", "roles"]},
+            }
+        )
+        == []
+    )
+    assert (
+        "@\u200beveryone" in payload["content"]
+        and "\\<@123456789012345678\\>" in payload["content"]
+    )
 
 
 async def test_every_field_oversized_still_fits(sink_server: SinkServer, http_session: Any) -> None:
     """With every provider field far over its limit the message is still accepted."""
     huge = "W" * 7000
     event = payment_event(
-        payment={"description": huge, "reference": huge, "id": huge, "tx_hash": huge, "network": huge,
-                 "amount": "1." + "9" * 3000, "currency": huge, "fiat_amount": "2", "fiat_currency": huge},
+        payment={
+            "description": huge,
+            "reference": huge,
+            "id": huge,
+            "tx_hash": huge,
+            "network": huge,
+            "amount": "1." + "9" * 3000,
+            "currency": huge,
+            "fiat_amount": "2",
+            "fiat_currency": huge,
+        },
         provider_event=huge,
     )
     outcome, request = await send(sink_server, http_session, event, project="P" * 256)
@@ -122,7 +162,9 @@ async def test_every_field_oversized_still_fits(sink_server: SinkServer, http_se
     assert discord_violations(request.json()) == []
 
 
-async def test_markdown_and_links_in_provider_text_are_escaped(sink_server: SinkServer, http_session: Any) -> None:
+async def test_markdown_and_links_in_provider_text_are_escaped(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """A description cannot smuggle markdown or a masked link into the message."""
     event = payment_event(payment={"description": "**free** [claim](https://evil.example)"})
     _, request = await send(sink_server, http_session, event)
@@ -133,9 +175,19 @@ async def test_markdown_and_links_in_provider_text_are_escaped(sink_server: Sink
 
 async def test_username_avatar_and_silent(sink_server: SinkServer, http_session: Any) -> None:
     """username, avatar_url and silent (SUPPRESS_NOTIFICATIONS) are passed to Discord."""
-    _, request = await send(sink_server, http_session, username="Payments", avatar_url="https://cdn.example/a.png", silent=True)
+    _, request = await send(
+        sink_server,
+        http_session,
+        username="Payments",
+        avatar_url="https://cdn.example/a.png",
+        silent=True,
+    )
     payload = request.json()
-    assert (payload["username"], payload["avatar_url"], payload["flags"]) == ("Payments", "https://cdn.example/a.png", 4096)
+    assert (payload["username"], payload["avatar_url"], payload["flags"]) == (
+        "Payments",
+        "https://cdn.example/a.png",
+        4096,
+    )
 
 
 async def test_template_renders_the_event(sink_server: SinkServer, http_session: Any) -> None:
@@ -148,10 +200,14 @@ async def test_template_renders_the_event(sink_server: SinkServer, http_session:
     )
 
 
-async def test_template_values_are_escaped_and_cannot_ping(sink_server: SinkServer, http_session: Any) -> None:
+async def test_template_values_are_escaped_and_cannot_ping(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Provider values in template output are escaped; @everyone even in the template is neutralised."""
     event = payment_event(payment={"description": "[x](https://evil.example) @here"})
-    _, request = await send(sink_server, http_session, event, template="@everyone {{ payment.description }}")
+    _, request = await send(
+        sink_server, http_session, event, template="@everyone {{ payment.description }}"
+    )
     payload = request.json()
     assert payload["content"] == "@\u200beveryone \\[x\\]\\(https://evil.example\\) @\u200bhere"
     assert discord_pings({**payload, "allowed_mentions": {"parse": ["everyone"]}}) == []
@@ -159,38 +215,60 @@ async def test_template_values_are_escaped_and_cannot_ping(sink_server: SinkServ
 
 def test_template_reaching_internals_is_a_config_error() -> None:
     """A template touching `__class__.__mro__` is refused by the sandbox at config load."""
-    (error,) = config_errors({"url": "https://discord.com/api/webhooks/1/t", "template": "{{ event.__class__.__mro__ }}"})
-    assert error.startswith("sinks.ops.template: template not allowed: access to attribute '__class__'")
+    (error,) = config_errors(
+        {"url": "https://discord.com/api/webhooks/1/t", "template": "{{ event.__class__.__mro__ }}"}
+    )
+    assert error.startswith(
+        "sinks.ops.template: template not allowed: access to attribute '__class__'"
+    )
 
 
-async def test_template_unsafe_only_on_real_data_fails_the_delivery(sink_server: SinkServer, http_session: Any) -> None:
+async def test_template_unsafe_only_on_real_data_fails_the_delivery(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """A sandbox violation that the sample event did not trigger fails the delivery and sends nothing."""
     template = "{% if event.source == 'coinable' %}{{ payment.__class__.__mro__ }}{% endif %}"
     sink = make_sink(sink_server.discord_url(), template=template)
     outcome = await sink.deliver(http_session, payment_event(), 1)
-    assert isinstance(outcome, Failed) and outcome.reason.startswith("template error: SecurityError")
+    assert isinstance(outcome, Failed) and outcome.reason.startswith(
+        "template error: SecurityError"
+    )
     assert sink_server.requests() == []
 
 
 def test_template_syntax_error_is_a_config_error() -> None:
     """A template that does not compile is reported at config load."""
-    (error,) = config_errors({"url": "https://discord.com/api/webhooks/1/t", "template": "{{ payment.amount "})
+    (error,) = config_errors(
+        {"url": "https://discord.com/api/webhooks/1/t", "template": "{{ payment.amount "}
+    )
     assert error.startswith("sinks.ops.template: template does not compile:")
 
 
 def test_invalid_url_is_a_config_error() -> None:
     """A webhook URL that is not http(s) is "not a valid URL"."""
-    assert config_errors({"url": "discord.com/api/webhooks/1/t"}) == ["sinks.ops.url: not a valid URL"]
+    assert config_errors({"url": "discord.com/api/webhooks/1/t"}) == [
+        "sinks.ops.url: not a valid URL"
+    ]
 
 
-async def test_rate_limit_waits_the_longer_of_body_and_header(sink_server: SinkServer, http_session: Any) -> None:
+async def test_rate_limit_waits_the_longer_of_body_and_header(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """A 429 waits the larger of JSON retry_after and Retry-After, without counting as a failure."""
     url = sink_server.discord_url()
-    sink_server.script(url, [Reply.discord_rate_limited(2.5, header="1"), Reply.discord_rate_limited(0.5, header="3")])
+    sink_server.script(
+        url,
+        [Reply.discord_rate_limited(2.5, header="1"), Reply.discord_rate_limited(0.5, header="3")],
+    )
     sink = make_sink(url)
     first = await sink.deliver(http_session, payment_event(), 1)
     second = await sink.deliver(http_session, payment_event(), 1)
-    assert isinstance(first, RetryLater) and first.rate_limited and first.after == 2.5 and first.status == 429
+    assert (
+        isinstance(first, RetryLater)
+        and first.rate_limited
+        and first.after == 2.5
+        and first.status == 429
+    )
     assert isinstance(second, RetryLater) and second.rate_limited and second.after == 3.0
 
 
@@ -217,7 +295,9 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
         (Reply.discord_error(502, 0, "No gateway available"), RetryLater, False),
     ],
 )
-async def test_classification(sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool) -> None:
+async def test_classification(
+    sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool
+) -> None:
     """Each Discord answer maps to its outcome; an unknown webhook or a dead token flags the sink
     gone."""
     url = sink_server.discord_url()

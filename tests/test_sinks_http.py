@@ -28,7 +28,9 @@ SECRET = whsec()
 
 
 def make_sink(url: str, **options: Any) -> HttpSink:
-    config = HttpSinkConfig.model_validate({"type": "http", "url": url, "secret": SECRET, **options})
+    config = HttpSinkConfig.model_validate(
+        {"type": "http", "url": url, "secret": SECRET, **options}
+    )
     return HttpSink("shop", config)
 
 
@@ -43,7 +45,9 @@ def test_registered() -> None:
     assert SINKS["http"] is HttpSink
 
 
-async def test_signature_verifies_with_standardwebhooks(sink_server: SinkServer, http_session: Any) -> None:
+async def test_signature_verifies_with_standardwebhooks(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """The merchant can verify the delivery with the official standardwebhooks package."""
     event = payment_event()
     outcome = await make_sink(sink_server.url("/shop")).deliver(http_session, event, 1)
@@ -69,7 +73,9 @@ async def test_wrong_secret_does_not_verify(sink_server: SinkServer, http_sessio
         Webhook(whsec()).verify(request.body, request.headers)
 
 
-async def test_webhook_id_is_stable_across_attempts(sink_server: SinkServer, http_session: Any) -> None:
+async def test_webhook_id_is_stable_across_attempts(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Every attempt carries the event id as webhook-id and its own fresh, verifiable timestamp."""
     sink, event = make_sink(sink_server.url("/shop")), payment_event()
     sink_server.script("/shop", [503])
@@ -90,15 +96,22 @@ async def test_signature_format(sink_server: SinkServer, http_session: Any) -> N
     await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
-    signed = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode() + request.body
+    signed = (
+        f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+        + request.body
+    )
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     assert request.headers["webhook-signature"] == f"v1,{expected}"
 
 
-async def test_every_secret_signs_during_rotation(sink_server: SinkServer, http_session: Any) -> None:
+async def test_every_secret_signs_during_rotation(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """With a list of secrets, one space-separated signature per secret; each one verifies."""
     old, new = whsec(), whsec()
-    config = HttpSinkConfig.model_validate({"type": "http", "url": sink_server.url("/shop"), "secret": [old, new]})
+    config = HttpSinkConfig.model_validate(
+        {"type": "http", "url": sink_server.url("/shop"), "secret": [old, new]}
+    )
     await HttpSink("shop", config).deliver(http_session, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     assert len(request.headers["webhook-signature"].split(" ")) == 2
@@ -106,9 +119,13 @@ async def test_every_secret_signs_during_rotation(sink_server: SinkServer, http_
         Webhook(secret).verify(request.body, request.headers)
 
 
-async def test_standard_headers_and_custom_headers(sink_server: SinkServer, http_session: Any) -> None:
+async def test_standard_headers_and_custom_headers(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Content-Type, User-Agent and the sink's own headers are sent."""
-    sink = make_sink(sink_server.url("/shop"), headers={"X-Shop": "relay", "Authorization": "Bearer t0k"})
+    sink = make_sink(
+        sink_server.url("/shop"), headers={"X-Shop": "relay", "Authorization": "Bearer t0k"}
+    )
     await sink.deliver(http_session, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     assert request.headers["content-type"] == "application/json"
@@ -119,8 +136,12 @@ async def test_standard_headers_and_custom_headers(sink_server: SinkServer, http
 @pytest.mark.parametrize("name", ["webhook-signature", "Webhook-Id", "Content-Type", "User-Agent"])
 def test_custom_headers_cannot_override_relay_headers(name: str) -> None:
     """A `headers` entry that would replace a signing or content header is a config error."""
-    errors = config_errors({"url": "https://shop.example.com/hook", "secret": SECRET, "headers": {name: "x"}})
-    assert errors == [f"sinks.shop.headers: header {name!r} is set by the relay and cannot be overridden"]
+    errors = config_errors(
+        {"url": "https://shop.example.com/hook", "secret": SECRET, "headers": {name: "x"}}
+    )
+    assert errors == [
+        f"sinks.shop.headers: header {name!r} is set by the relay and cannot be overridden"
+    ]
 
 
 def test_invalid_url_is_a_config_error() -> None:
@@ -155,7 +176,9 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
     """An endpoint slower than the sink's timeout is a RetryLater, not a failure."""
     sink_server.script("/shop", [Reply.hang(10)])
     started = time.monotonic()
-    outcome = await make_sink(sink_server.url("/shop"), timeout="300ms").deliver(http_session, payment_event(), 1)
+    outcome = await make_sink(sink_server.url("/shop"), timeout="300ms").deliver(
+        http_session, payment_event(), 1
+    )
     assert isinstance(outcome, RetryLater) and outcome.reason.startswith("timeout")
     assert time.monotonic() - started < 3
 
@@ -180,14 +203,28 @@ async def test_connection_refused_is_retried(http_session: Any) -> None:
         (Reply(401, "no"), Failed("HTTP 401", 401, "no")),
         (Reply(404, "gone"), Failed("HTTP 404", 404, "gone", sink_gone=True)),
         (Reply(410, "gone"), Failed("HTTP 410", 410, "gone", sink_gone=True)),
-        (Reply(301, "", {"Location": "/x"}), Failed("HTTP 301: redirects are not followed", 301, "")),
+        (
+            Reply(301, "", {"Location": "/x"}),
+            Failed("HTTP 301: redirects are not followed", 301, ""),
+        ),
         (Reply(408, "slow"), RetryLater("HTTP 408", 408, None, excerpt="slow")),
-        (Reply(429, "wait", {"Retry-After": "7"}), RetryLater("rate limited (429)", 429, 7.0, rate_limited=True, excerpt="wait")),
+        (
+            Reply(429, "wait", {"Retry-After": "7"}),
+            RetryLater("rate limited (429)", 429, 7.0, rate_limited=True, excerpt="wait"),
+        ),
         (Reply(500, "oops"), RetryLater("HTTP 500", 500, None, excerpt="oops")),
-        (Reply(503, "busy", {"Retry-After": "120"}), RetryLater("HTTP 503", 503, 120.0, excerpt="busy")),
+        (
+            Reply(503, "busy", {"Retry-After": "120"}),
+            RetryLater("HTTP 503", 503, 120.0, excerpt="busy"),
+        ),
     ],
 )
-async def test_classification(sink_server: SinkServer, http_session: Any, reply: Reply, expected: Any) -> None:
+async def test_classification(
+    sink_server: SinkServer, http_session: Any, reply: Reply, expected: Any
+) -> None:
     """Each merchant answer maps to its outcome (SPEC 6, Standard Webhooks 410)."""
     sink_server.script("/shop", [reply])
-    assert await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1) == expected
+    assert (
+        await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
+        == expected
+    )

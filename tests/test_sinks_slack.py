@@ -21,7 +21,9 @@ LINE = "[Acme Store]: New successful payment for 0.86 SOL for simple test produc
 
 def make_sink(url: str, **options: Any) -> SlackSink:
     options.setdefault("project", "Acme Store")
-    return SlackSink("sales", SlackSinkConfig.model_validate({"type": "slack", "url": url, **options}))
+    return SlackSink(
+        "sales", SlackSinkConfig.model_validate({"type": "slack", "url": url, **options})
+    )
 
 
 def config_errors(sink: dict[str, Any]) -> list[str]:
@@ -30,7 +32,9 @@ def config_errors(sink: dict[str, Any]) -> list[str]:
     return [f"{path}: {message}" for path, message in caught.value.errors]
 
 
-async def send(server: SinkServer, session: Any, event: Any = None, **options: Any) -> tuple[Any, Any]:
+async def send(
+    server: SinkServer, session: Any, event: Any = None, **options: Any
+) -> tuple[Any, Any]:
     """Deliver once; return the outcome and the one request the server received."""
     url = server.slack_url()
     outcome = await make_sink(url, **options).deliver(session, event or payment_event(), 1)
@@ -58,13 +62,18 @@ async def test_text_and_blocks(sink_server: SinkServer, http_session: Any) -> No
     outcome, request = await send(sink_server, http_session)
     payload = request.json()
     assert outcome == Delivered(200) and request.violations == []
-    assert payload["text"] == LINE and payload["blocks"][0]["text"] == {"type": "mrkdwn", "text": LINE}
+    assert payload["text"] == LINE and payload["blocks"][0]["text"] == {
+        "type": "mrkdwn",
+        "text": LINE,
+    }
     fields = [f["text"] for f in payload["blocks"][1]["fields"]]
     assert "*Amount*\n0.86 SOL" in fields and "*Reference*\norder-1001" in fields
     assert request.headers["content-type"].startswith("application/json")
 
 
-async def test_transaction_links_to_the_explorer(sink_server: SinkServer, http_session: Any) -> None:
+async def test_transaction_links_to_the_explorer(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """The transaction field is a Slack link to the explorer URL."""
     _, request = await send(sink_server, http_session)
     fields = [f["text"] for f in request.json()["blocks"][1]["fields"]]
@@ -74,7 +83,11 @@ async def test_transaction_links_to_the_explorer(sink_server: SinkServer, http_s
 async def test_provider_text_is_escaped(sink_server: SinkServer, http_session: Any) -> None:
     """`&`, `<`, `>` in provider text are sent as entities, so no mention or link can be injected."""
     description = "<!channel> Tom & Jerry <https://evil.example|your bank> <@U024BE7LH> @here"
-    _, request = await send(sink_server, http_session, payment_event(payment={"description": description, "tx_url": None}))
+    _, request = await send(
+        sink_server,
+        http_session,
+        payment_event(payment={"description": description, "tx_url": None}),
+    )
     payload = request.json()
     assert payload["text"] == (
         "[Acme Store]: New successful payment for 0.86 SOL for &lt;!channel&gt; Tom &amp; Jerry "
@@ -92,10 +105,14 @@ async def test_project_name_is_escaped(sink_server: SinkServer, http_session: An
 async def test_huge_payload_fits_slack_limits(sink_server: SinkServer, http_session: Any) -> None:
     """A 50,000-character description (of `&`, which escaping lengthens) is cut within every limit."""
     huge = "&" * 50_000
-    event = payment_event(payment={"description": huge, "reference": huge, "id": huge, "tx_hash": huge})
+    event = payment_event(
+        payment={"description": huge, "reference": huge, "id": huge, "tx_hash": huge}
+    )
     outcome, request = await send(sink_server, http_session, event)
     payload = request.json()
-    assert outcome == Delivered(200) and request.violations == [] and slack_violations(payload) == []
+    assert (
+        outcome == Delivered(200) and request.violations == [] and slack_violations(payload) == []
+    )
     assert len(payload["text"]) <= 40_000
     for text in all_text(payload).split("\n"):
         assert not re.search(r"&[a-z]{0,3}…", text), "a cut left half an entity"
@@ -107,29 +124,47 @@ async def test_details_can_be_turned_off(sink_server: SinkServer, http_session: 
     assert "blocks" not in request.json() and request.json()["text"] == LINE
 
 
-async def test_template_escapes_values_but_keeps_its_own_markup(sink_server: SinkServer, http_session: Any) -> None:
+async def test_template_escapes_values_but_keeps_its_own_markup(
+    sink_server: SinkServer, http_session: Any
+) -> None:
     """Template expressions are escaped; the template's literal Slack markup is kept."""
     event = payment_event(payment={"description": "<!here> & co"})
-    _, request = await send(sink_server, http_session, event, template="*{{ payment.amount }}* <{{ payment.tx_url }}|tx> {{ payment.description }}")
-    assert request.json()["text"] == "*0.86* <https://explorer.solana.com/tx/5VfYmGz3hK9|tx> &lt;!here&gt; &amp; co"
+    _, request = await send(
+        sink_server,
+        http_session,
+        event,
+        template="*{{ payment.amount }}* <{{ payment.tx_url }}|tx> {{ payment.description }}",
+    )
+    assert (
+        request.json()["text"]
+        == "*0.86* <https://explorer.solana.com/tx/5VfYmGz3hK9|tx> &lt;!here&gt; &amp; co"
+    )
 
 
 def test_template_reaching_internals_is_a_config_error() -> None:
     """A template touching `__class__.__mro__` is refused by the sandbox at config load."""
-    (error,) = config_errors({"url": "https://hooks.slack.com/services/T/B/x", "template": "{{ ''.__class__.__mro__ }}"})
-    assert error.startswith("sinks.sales.template: template not allowed: access to attribute '__class__'")
+    (error,) = config_errors(
+        {"url": "https://hooks.slack.com/services/T/B/x", "template": "{{ ''.__class__.__mro__ }}"}
+    )
+    assert error.startswith(
+        "sinks.sales.template: template not allowed: access to attribute '__class__'"
+    )
 
 
 def test_invalid_url_is_a_config_error() -> None:
     """A webhook URL that is not http(s) is "not a valid URL"."""
-    assert config_errors({"url": "hooks.slack.com/services/T/B/x"}) == ["sinks.sales.url: not a valid URL"]
+    assert config_errors({"url": "hooks.slack.com/services/T/B/x"}) == [
+        "sinks.sales.url: not a valid URL"
+    ]
 
 
 async def test_rate_limit_waits_retry_after(sink_server: SinkServer, http_session: Any) -> None:
     """A 429 waits Retry-After seconds, marked as a rate limit rather than a failure."""
     sink_server.script(sink_server.slack_url(), [Reply.rate_limited(30)])
     outcome, _ = await send(sink_server, http_session)
-    assert outcome == RetryLater("rate limited (429)", 429, 30.0, rate_limited=True, excerpt="rate_limited")
+    assert outcome == RetryLater(
+        "rate limited (429)", 429, 30.0, rate_limited=True, excerpt="rate_limited"
+    )
 
 
 async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) -> None:
@@ -152,7 +187,9 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
         (Reply(503, "busy", {"Retry-After": "5"}), RetryLater, False),
     ],
 )
-async def test_classification(sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool) -> None:
+async def test_classification(
+    sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool
+) -> None:
     """Each Slack answer maps to its outcome; a missing or archived channel flags the sink gone."""
     sink_server.script(sink_server.slack_url(), [reply])
     outcome, _ = await send(sink_server, http_session)

@@ -23,14 +23,25 @@ RELAY = str(Path(sys.executable).with_name("relay"))
 
 
 def relay_env(redis_url: str) -> dict[str, str]:
-    return {**os.environ, **TEST_SECRETS, "REDIS_URL": redis_url, "COLUMNS": "200",
-            "NO_COLOR": "1", "RELAY_CONFIG": ""}
+    return {
+        **os.environ,
+        **TEST_SECRETS,
+        "REDIS_URL": redis_url,
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+        "RELAY_CONFIG": "",
+    }
 
 
 async def relay(*args: str, redis_url: str, config: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        RELAY, *args, "--config", str(config), env=relay_env(redis_url),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        RELAY,
+        *args,
+        "--config",
+        str(config),
+        env=relay_env(redis_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
@@ -61,12 +72,17 @@ def write_config(realistic: Realistic, tmp_path: Path) -> Path:
 
 async def test_status_json(realistic: Realistic, redis_url: str, tmp_path: Path) -> None:
     """--json prints the snapshot: queue, DLQ, per-sink and per-source figures, rejections."""
-    code, out, err = await relay("status", "--json", redis_url=redis_url,
-                                 config=write_config(realistic, tmp_path))
+    code, out, err = await relay(
+        "status", "--json", redis_url=redis_url, config=write_config(realistic, tmp_path)
+    )
     assert code == 0, err
     data = json.loads(out)
-    assert data["queue"] == {"waiting": 0, "scheduled": 3, "in_progress": 0,
-                             "oldest_waiting_age_s": None}
+    assert data["queue"] == {
+        "waiting": 0,
+        "scheduled": 3,
+        "in_progress": 0,
+        "oldest_waiting_age_s": None,
+    }
     assert data["dlq_size"] == 2
     assert len(data["workers"]) == 1
     assert data["sinks"]["shop"]["delivered"] == 3
@@ -80,21 +96,38 @@ async def test_status_json(realistic: Realistic, redis_url: str, tmp_path: Path)
 
 async def test_status_table(realistic: Realistic, redis_url: str, tmp_path: Path) -> None:
     """The table names every sink and source and flags the gone sink and the rejections."""
-    code, out, err = await relay("status", redis_url=redis_url,
-                                 config=write_config(realistic, tmp_path))
+    code, out, err = await relay(
+        "status", redis_url=redis_url, config=write_config(realistic, tmp_path)
+    )
     assert code == 0, err
-    for text in ("shop", "ops", "legacy", "ivpay", "GONE", "HTTP 503", "bad_signature",
-                 "Recent rejections", "Workers (1 alive)"):
+    for text in (
+        "shop",
+        "ops",
+        "legacy",
+        "ivpay",
+        "GONE",
+        "HTTP 503",
+        "bad_signature",
+        "Recent rejections",
+        "Workers (1 alive)",
+    ):
         assert text in out, text
 
 
-async def test_status_watch_json_refreshes(realistic: Realistic, redis_url: str,
-                                           tmp_path: Path) -> None:
+async def test_status_watch_json_refreshes(
+    realistic: Realistic, redis_url: str, tmp_path: Path
+) -> None:
     """--watch --json prints a snapshot per refresh: a rejection made after the first one is in
     a later one (so the loop reads Redis again, not the first snapshot); Ctrl-C exits 0."""
     process = await asyncio.create_subprocess_exec(
-        RELAY, "status", "--watch", "--json", "--config", str(write_config(realistic, tmp_path)),
-        env=relay_env(redis_url), stdout=asyncio.subprocess.PIPE,
+        RELAY,
+        "status",
+        "--watch",
+        "--json",
+        "--config",
+        str(write_config(realistic, tmp_path)),
+        env=relay_env(redis_url),
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -110,15 +143,22 @@ async def test_status_watch_json_refreshes(realistic: Realistic, redis_url: str,
     assert code == 0
 
 
-async def test_status_watch_table_refreshes_until_ctrl_c(realistic: Realistic, redis_url: str,
-                                                         tmp_path: Path) -> None:
+async def test_status_watch_table_refreshes_until_ctrl_c(
+    realistic: Realistic, redis_url: str, tmp_path: Path
+) -> None:
     """--watch on a terminal (a pty): the table is drawn, drawn again with a rejection made after
     it was first drawn, and Ctrl-C exits 0."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 200, 200, 0, 0))
     process = await asyncio.create_subprocess_exec(
-        RELAY, "status", "--watch", "--config", str(write_config(realistic, tmp_path)),
-        env=relay_env(redis_url), stdin=asyncio.subprocess.DEVNULL, stdout=slave,
+        RELAY,
+        "status",
+        "--watch",
+        "--config",
+        str(write_config(realistic, tmp_path)),
+        env=relay_env(redis_url),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=slave,
         stderr=asyncio.subprocess.PIPE,
     )
     os.close(slave)

@@ -21,9 +21,19 @@ from tests.conftest import ADMIN_TOKEN, Realistic
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_TIMEOUT_S = 60
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+]
 
 
 def find_chromium() -> str | None:
@@ -37,8 +47,10 @@ def chromium() -> str:
     """The Chromium binary, or a skip saying how to get one (nothing is installed here)."""
     found = find_chromium()
     if found is None:
-        pytest.skip(f"Chromium not found ({CHROMIUM} or `chromium` on PATH): install it to run "
-                    "the status-page browser tests, e.g. `apt-get install chromium`")
+        pytest.skip(
+            f"Chromium not found ({CHROMIUM} or `chromium` on PATH): install it to run "
+            "the status-page browser tests, e.g. `apt-get install chromium`"
+        )
     return found
 
 
@@ -51,8 +63,12 @@ def profile(tmp_path: Path) -> str:
 async def run_chromium(binary: str, profile: str, *args: str) -> str:
     """Run headless Chromium to completion while this loop keeps serving the relay."""
     process = await asyncio.create_subprocess_exec(
-        binary, *FLAGS, f"--user-data-dir={profile}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        binary,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), CHROMIUM_TIMEOUT_S)
@@ -72,8 +88,9 @@ def figure(dom: str, key: str, scope: str = "") -> str:
     return match.group(1).strip()
 
 
-async def test_page_renders_figures_in_chromium(chromium: str, profile: str,
-                                                realistic_with_token: Realistic) -> None:
+async def test_page_renders_figures_in_chromium(
+    chromium: str, profile: str, realistic_with_token: Realistic
+) -> None:
     """The page, opened with ?token= as on a phone, shows the figures, and its script runs:
     it refreshes the figures from the relay and keeps the token for its own requests."""
     client = realistic_with_token.client
@@ -84,8 +101,9 @@ async def test_page_renders_figures_in_chromium(chromium: str, profile: str,
     url = str(client.make_url("/status").with_query(token=ADMIN_TOKEN))
     started = time.monotonic()
     # Virtual time: the page's 5 s refresh timer fires at once, and Chromium waits for it.
-    dom = await run_chromium(chromium, profile, "--virtual-time-budget=12000",
-                             "--window-size=390,844", "--dump-dom", url)
+    dom = await run_chromium(
+        chromium, profile, "--virtual-time-budget=12000", "--window-size=390,844", "--dump-dom", url
+    )
     elapsed = time.monotonic() - started
     print(f"chromium --dump-dom took {elapsed:.2f}s")
 
@@ -109,13 +127,20 @@ async def test_page_renders_figures_in_chromium(chromium: str, profile: str,
     assert f'href="status.json?token={ADMIN_TOKEN}"' in dom
 
 
-async def test_screenshot(chromium: str, profile: str, realistic: Realistic,
-                          tmp_path: Path) -> None:
+async def test_screenshot(
+    chromium: str, profile: str, realistic: Realistic, tmp_path: Path
+) -> None:
     """A 1200x900 screenshot of the page with deliveries, a retrying sink, a gone sink with
     dead letters and rejections, written to tmp_path (its path is printed)."""
     target = tmp_path / "status.png"
-    await run_chromium(chromium, profile, "--window-size=1200,900", f"--screenshot={target}",
-                       "--virtual-time-budget=2000", str(realistic.client.make_url("/status")))
+    await run_chromium(
+        chromium,
+        profile,
+        "--window-size=1200,900",
+        f"--screenshot={target}",
+        "--virtual-time-budget=2000",
+        str(realistic.client.make_url("/status")),
+    )
     png = target.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(png[16:20], "big") == 1200  # IHDR width

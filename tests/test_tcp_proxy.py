@@ -20,8 +20,7 @@ TIMEOUT_S = 0.5
 
 
 def client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_timeout=TIMEOUT_S,
-                                   socket_connect_timeout=TIMEOUT_S)
+    return aioredis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
 
 
 async def refused(port: int) -> bool:
@@ -124,8 +123,12 @@ while True:
 async def test_child_process_client_through_proxy_in_this_loop(redis_url: str) -> None:
     async with TcpProxy.for_url(redis_url) as proxy:
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD, proxy.proxied_url(redis_url),
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-c",
+            CHILD,
+            proxy.proxied_url(redis_url),
+            stdout=asyncio.subprocess.PIPE,
+        )
         assert child.stdout is not None
         stdout = child.stdout
 
@@ -133,6 +136,7 @@ async def test_child_process_client_through_proxy_in_this_loop(redis_url: str) -
             async def until() -> None:
                 while (await stdout.readline()).strip() != word.encode():
                     pass
+
             await asyncio.wait_for(until(), 5)
 
         try:
@@ -152,8 +156,9 @@ async def test_child_process_client_through_proxy_in_this_loop(redis_url: str) -
 
 def test_in_thread_while_the_test_blocks(redis_url: str) -> None:
     with TcpProxy.for_url(redis_url).start_in_thread() as proxy:
-        r = sync_redis.Redis.from_url(proxy.proxied_url(redis_url), socket_timeout=TIMEOUT_S,
-                                      socket_connect_timeout=TIMEOUT_S)
+        r = sync_redis.Redis.from_url(
+            proxy.proxied_url(redis_url), socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S
+        )
         try:
             assert r.ping()  # a blocking client on this thread: the proxy's loop is elsewhere
             time.sleep(0.2)

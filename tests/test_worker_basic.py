@@ -19,8 +19,9 @@ def body(status: str = "PAID", extra: str = "") -> bytes:
     return orjson.dumps({"payment_id": "p1", "status": status, "foreign_id": "o1", "x": extra})
 
 
-async def test_event_is_delivered_to_log_sink(ingress: Any, run_worker: Any, redis: Any,
-                                              config_factory: Any) -> None:
+async def test_event_is_delivered_to_log_sink(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: Any
+) -> None:
     """A stored webhook is normalized and marked delivered for the log sink."""
     client = await ingress(CONFIG)
     response = await client.post("/hooks/ivpay", data=body(), headers={"X-API-KEY": KEY})
@@ -31,13 +32,15 @@ async def test_event_is_delivered_to_log_sink(ingress: Any, run_worker: Any, red
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
 
 
-async def test_semantic_duplicate_is_dropped(ingress: Any, run_worker: Any, redis: Any,
-                                            config_factory: Any) -> None:
+async def test_semantic_duplicate_is_dropped(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: Any
+) -> None:
     """Two different bodies carrying the same payment and status reach the sink once."""
     client = await ingress(CONFIG)
     for extra in ("a", "b"):
-        response = await client.post("/hooks/ivpay", data=body(extra=extra),
-                                     headers={"X-API-KEY": KEY})
+        response = await client.post(
+            "/hooks/ivpay", data=body(extra=extra), headers={"X-API-KEY": KEY}
+        )
         assert response.status == 200
     worker = await run_worker(config_factory(CONFIG))
     # Both jobs finished (not just the duplicate counted): nothing more can be delivered.

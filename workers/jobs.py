@@ -52,8 +52,7 @@ async def process_inbound(
         # arq deletes a job that outlives job_timeout or raises; this job owns a 2xx-answered
         # webhook, so it stops itself first and asks arq to run it again (nothing recorded as
         # done is redone: the delivery states say what is left).
-        log.warning("job stopped, will run again", inbound_id=inbound_id,
-                    error=_why(exc, deadline))
+        log.warning("job stopped, will run again", inbound_id=inbound_id, error=_why(exc, deadline))
         raise _again() from exc
     except Exception as exc:  # a bug must not make arq drop the request
         log.exception("inbound job failed", inbound_id=inbound_id)
@@ -100,10 +99,16 @@ async def heartbeat(ctx: dict[str, Any], worker: Any) -> None:
     a worker whose loop is stuck stops beating."""
     keys: Keys = ctx["keys"]
     now = CLOCK.now()
-    info = {"id": ctx["worker_id"], "pid": os.getpid(), "started_at": ctx["started_at"],
-            "at": now, "running": sum(not t.done() for t in worker.tasks.values()),
-            "complete": worker.jobs_complete, "retried": worker.jobs_retried,
-            "failed": worker.jobs_failed}
+    info = {
+        "id": ctx["worker_id"],
+        "pid": os.getpid(),
+        "started_at": ctx["started_at"],
+        "at": now,
+        "running": sum(not t.done() for t in worker.tasks.values()),
+        "complete": worker.jobs_complete,
+        "retried": worker.jobs_retried,
+        "failed": worker.jobs_failed,
+    }
     # No except: a Redis error here is the poll loop's, as a failed claim is (run_worker).
     async with ctx["redis"].pipeline(transaction=False) as pipe:
         pipe.set(keys.worker(ctx["worker_id"]), orjson.dumps(info), ex=WORKER_TTL_S)
@@ -116,8 +121,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     loaded: LoadedConfig = ctx["loaded"]
     config = loaded.config
     sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in config.sinks.items()}
-    connector = aiohttp.TCPConnector(limit=max(100, config.worker.concurrency * 2),
-                                     ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(
+        limit=max(100, config.worker.concurrency * 2), ttl_dns_cache=300
+    )
     session = aiohttp.ClientSession(connector=connector, headers={"Connection": "keep-alive"})
     ctx["session"] = session
     ctx["sources"] = build_sources(loaded)
@@ -125,8 +131,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
     await CLOCK.sync(ctx["redis"])  # before the first heartbeat; every poll tick refreshes it
     ctx["started_at"] = CLOCK.now()
-    log.info("worker started", worker_id=ctx["worker_id"], sinks=sorted(sinks),
-             sources=sorted(ctx["sources"]), concurrency=config.worker.concurrency)
+    log.info(
+        "worker started",
+        worker_id=ctx["worker_id"],
+        sinks=sorted(sinks),
+        sources=sorted(ctx["sources"]),
+        concurrency=config.worker.concurrency,
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -46,7 +46,9 @@ SHUTDOWN_GRACE_S = 20
 # KEYS[1]: arq's queue. ARGV: how many to claim, how many due ids to look at, lock TTL (ms),
 # arq's in-progress key prefix. The lock keys are built in the script (standalone Redis only).
 # Returns {now_ms, id, score, id, score, ...}.
-_CLAIM_DUE = LUA_NOW_MS + """
+_CLAIM_DUE = (
+    LUA_NOW_MS
+    + """
 local claimed = {now_ms}
 local free = tonumber(ARGV[1])
 if free <= 0 then return claimed end
@@ -62,6 +64,7 @@ for i = 1, #due, 2 do
 end
 return claimed
 """
+)
 
 
 class RelayWorker(Worker):
@@ -108,8 +111,12 @@ class RelayWorker(Worker):
         sent_at = time.time()
         reply = await script(
             keys=[self.queue_name],
-            args=[free, self.queue_read_limit, int(self.in_progress_timeout_s * 1000),
-                  in_progress_key_prefix],
+            args=[
+                free,
+                self.queue_read_limit,
+                int(self.in_progress_timeout_s * 1000),
+                in_progress_key_prefix,
+            ],
         )
         CLOCK.observe(int(reply[0]), sent_at, time.time())
         for i in range(1, len(reply), 2):
@@ -131,8 +138,13 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
     ctx = {"loaded": loaded, "worker_id": ident, "deadline_s": timeout - JOB_DEADLINE_MARGIN_S}
     options: dict[str, Any] = {
         "functions": [
-            func(process_inbound, name=PROCESS_INBOUND, timeout=timeout, keep_result=0,
-                 max_tries=MAX_TRIES),
+            func(
+                process_inbound,
+                name=PROCESS_INBOUND,
+                timeout=timeout,
+                keep_result=0,
+                max_tries=MAX_TRIES,
+            ),
             func(deliver, name=DELIVER, timeout=timeout, keep_result=0, max_tries=MAX_TRIES),
         ],
         "queue_name": keys.queue,
@@ -182,8 +194,11 @@ async def run_worker(loaded: LoadedConfig) -> None:
         except asyncio.CancelledError:  # SIGTERM / SIGINT: arq cancelled its main task
             return
         except (RedisError, OSError) as exc:
-            log.warning("redis unavailable: restarting the worker loop", error=repr(exc)[:200],
-                        retry_in_s=backoff)
+            log.warning(
+                "redis unavailable: restarting the worker loop",
+                error=repr(exc)[:200],
+                retry_in_s=backoff,
+            )
         else:
             return
         finally:

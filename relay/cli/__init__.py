@@ -26,8 +26,9 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="relay", description="payrelay: a webhook relay for "
-                                     "crypto payment processors")
+    parser = argparse.ArgumentParser(
+        prog="relay", description="payrelay: a webhook relay for crypto payment processors"
+    )
     parser.add_argument("--version", action="version", version=f"payrelay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

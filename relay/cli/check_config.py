@@ -15,7 +15,9 @@ def add_parser(sub: Subcommands) -> None:
 def run(args: argparse.Namespace) -> int:
     loaded = load(args.path)
     config = loaded.config
-    print(f"{loaded.path}: OK: {len(config.sources)} source(s) "
-          f"({', '.join(config.sources) or 'none'}), {len(config.sinks)} sink(s) "
-          f"({', '.join(config.sinks) or 'none'})")
+    print(
+        f"{loaded.path}: OK: {len(config.sources)} source(s) "
+        f"({', '.join(config.sources) or 'none'}), {len(config.sinks)} sink(s) "
+        f"({', '.join(config.sinks) or 'none'})"
+    )
     return 0

@@ -30,7 +30,9 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  
 Handler = Callable[[argparse.Namespace], int]
 
 
-def add_command(sub: Subcommands, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+def add_command(
+    sub: Subcommands, name: str, handler: Handler, help: str
+) -> argparse.ArgumentParser:
     """The subparser of one command; `main` runs `handler` when it is chosen."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
     parser.set_defaults(handler=handler)
@@ -56,8 +58,11 @@ def need_redis(loaded: LoadedConfig) -> str:
         return loaded.redis_url
     url = embedded_redis_url()  # a `relay dev` running in this directory
     if not url:
-        print("no Redis configured: set REDIS_URL (or redis_url in the config), "
-              "or use `relay dev`, which starts one", file=sys.stderr)
+        print(
+            "no Redis configured: set REDIS_URL (or redis_url in the config), "
+            "or use `relay dev`, which starts one",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_CONFIG)
     return url
 
@@ -88,4 +93,3 @@ def fast_event_loop() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-

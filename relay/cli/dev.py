@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: Subcommands) -> None:
-    parser = add_command(sub, "dev", run,
-                         "serve + worker on an embedded Redis (when REDIS_URL is unset)")
+    parser = add_command(
+        sub, "dev", run, "serve + worker on an embedded Redis (when REDIS_URL is unset)"
+    )
     parser.add_argument("--config", help="default: $RELAY_CONFIG, else config/relay.dev.yaml")
 
 
@@ -52,11 +53,16 @@ def run_dev(config: str | None) -> int:
         redis = EmbeddedRedis(STATE_DIR, port=_dev_port()).start()
         env["REDIS_URL"] = redis.url
         URL_FILE.write_text(redis.url)
-        print(f"relay dev: embedded Redis at {redis.url} (data and append-only file in "
-              f"{STATE_DIR}/)", flush=True)
+        print(
+            f"relay dev: embedded Redis at {redis.url} (data and append-only file in {STATE_DIR}/)",
+            flush=True,
+        )
     port = os.environ.get("PORT") or "8000"
-    print(f"relay dev: ingress on http://127.0.0.1:{port}  (status page: /status, "
-          f"try `relay trigger ivpay paid` in another terminal; Ctrl-C stops)", flush=True)
+    print(
+        f"relay dev: ingress on http://127.0.0.1:{port}  (status page: /status, "
+        f"try `relay trigger ivpay paid` in another terminal; Ctrl-C stops)",
+        flush=True,
+    )
     cli = [sys.executable, "-m", "relay.cli"]
     children = [
         subprocess.Popen([*cli, "serve", "--config", path, "--port", port], env=env),

@@ -50,10 +50,17 @@ def letter_json(letter: DeadLetter) -> dict[str, object]:
     from relay.events import loads
 
     return {
-        "id": letter.id, "kind": letter.kind, "source": letter.source, "sink": letter.sink,
-        "event_id": letter.event_id, "event_type": letter.event_type,
-        "attempts": letter.attempts, "last_status": letter.last_status, "reason": letter.reason,
-        "excerpt": letter.excerpt, "failed_at": _when(letter.failed_at),
+        "id": letter.id,
+        "kind": letter.kind,
+        "source": letter.source,
+        "sink": letter.sink,
+        "event_id": letter.event_id,
+        "event_type": letter.event_type,
+        "attempts": letter.attempts,
+        "last_status": letter.last_status,
+        "reason": letter.reason,
+        "excerpt": letter.excerpt,
+        "failed_at": _when(letter.failed_at),
         "event": loads(letter.event) if letter.event else None,
     }
 
@@ -93,8 +100,12 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
 
     letters = await dlq.list(limit=args.limit, sink=args.sink)
     if args.json:
-        sys.stdout.write(orjson.dumps([letter_json(x) for x in letters],
-                                      default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(
+                [letter_json(x) for x in letters], default=str, option=orjson.OPT_INDENT_2
+            ).decode()
+            + "\n"
+        )
         return 0
     total = await dlq.size()
     if not letters:
@@ -104,6 +115,8 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     for x in letters:
         target = f"sink={x.sink}" if x.kind == "delivery" else "normalize"
         status = x.last_status or "-"
-        print(f"{x.id}  {_when(x.failed_at)}  {target}  source={x.source}  "
-              f"type={x.event_type or '-'}  attempts={x.attempts}  status={status}  {x.reason}")
+        print(
+            f"{x.id}  {_when(x.failed_at)}  {target}  source={x.source}  "
+            f"type={x.event_type or '-'}  attempts={x.attempts}  status={status}  {x.reason}"
+        )
     return 0

@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(loaded.secrets, os.environ.get("LOG_LEVEL", "INFO"), process="web")
     fast_event_loop()
     port = args.port or int(os.environ.get("PORT") or 8000)
-    logs.get_logger("relay.ingress").info("ingress listening", host=args.host, port=port,
-                                          sources=sorted(loaded.config.sources))
+    logs.get_logger("relay.ingress").info(
+        "ingress listening", host=args.host, port=port, sources=sorted(loaded.config.sources)
+    )
     try:
         # Not web.run_app: its shutdown discards the rest of a body still arriving, so those
         # requests got no answer; runner.run drains them, all inside Heroku's 30 s.
-        runner.run(create_app(loaded), args.host, port,
-                   answer_s=loaded.config.server.redis_timeout)
+        runner.run(create_app(loaded), args.host, port, answer_s=loaded.config.server.redis_timeout)
     except EvictingRedis as exc:  # a deployment problem, not a bug: no traceback
         print(f"relay serve: refusing to start: {exc}", file=sys.stderr)
         return EXIT_UNSAFE_REDIS

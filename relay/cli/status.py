@@ -63,8 +63,10 @@ async def _run(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool)
         try:
             snapshot = await take_snapshot(redis, loaded.config)
         except (RedisError, OSError) as exc:
-            print(f"relay status: cannot reach Redis at {redact_url(redis_url)}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"relay status: cannot reach Redis at {redact_url(redis_url)}: {exc}",
+                file=sys.stderr,
+            )
             return 1
         if as_json and not watch:
             sys.stdout.write(snapshot.to_json().decode() + "\n")
@@ -79,8 +81,9 @@ async def _run(loaded: LoadedConfig, redis_url: str, as_json: bool, watch: bool)
         await redis.aclose()
 
 
-async def _watch(redis: Any, loaded: LoadedConfig, snapshot: Snapshot, console: Console,
-                 as_json: bool) -> None:
+async def _watch(
+    redis: Any, loaded: LoadedConfig, snapshot: Snapshot, console: Console, as_json: bool
+) -> None:
     from redis.exceptions import RedisError
     from rich.console import Group
     from rich.live import Live
@@ -103,5 +106,7 @@ async def _watch(redis: Any, loaded: LoadedConfig, snapshot: Snapshot, console: 
                 live.update(render(snapshot), refresh=True)
             except (RedisError, OSError) as exc:
                 # Keep watching through a Redis blip; say so instead of showing stale figures.
-                live.update(Group(render(snapshot), Text(f"Redis unreachable: {exc}",
-                                                         style="bold red")), refresh=True)
+                live.update(
+                    Group(render(snapshot), Text(f"Redis unreachable: {exc}", style="bold red")),
+                    refresh=True,
+                )

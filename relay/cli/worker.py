@@ -19,8 +19,9 @@ from relay.cli.common import (
 
 
 def add_parser(sub: Subcommands) -> None:
-    parser = add_command(sub, "worker", run,
-                         "run a worker: normalize, dedupe, route, deliver, retry")
+    parser = add_command(
+        sub, "worker", run, "run a worker: normalize, dedupe, route, deliver, retry"
+    )
     parser.add_argument("--config", help=CONFIG_HELP)
 
 

@@ -35,7 +35,9 @@ def interpolate(
 
     def substitute(value: str, path: tuple[Any, ...]) -> str:
         if _BAD.search(value):
-            errors.append((path_str(path), "malformed ${...} reference (use ${NAME} or ${NAME:-default})"))
+            errors.append(
+                (path_str(path), "malformed ${...} reference (use ${NAME} or ${NAME:-default})")
+            )
             return value
 
         def one(match: re.Match[str]) -> str:

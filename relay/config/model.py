@@ -134,7 +134,9 @@ def _message(error: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def validate(raw: Any, path: str = "<config>", env: Mapping[str, str] | None = None) -> LoadedConfig:
+def validate(
+    raw: Any, path: str = "<config>", env: Mapping[str, str] | None = None
+) -> LoadedConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -169,7 +171,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError(resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raise ConfigError(
+            resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
+        ) from None
     return validate(raw, resolved)
 
 
@@ -179,8 +183,15 @@ def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
     budget = config.worker.job_timeout - 5
     for name, sink in config.sinks.items():
         if sink.timeout > budget:
-            errors.append((f"sinks.{name}.timeout", (f"{sink.timeout:g}s does not fit inside "
-                           f"worker.job_timeout ({config.worker.job_timeout:g}s) minus 5s")))
+            errors.append(
+                (
+                    f"sinks.{name}.timeout",
+                    (
+                        f"{sink.timeout:g}s does not fit inside "
+                        f"worker.job_timeout ({config.worker.job_timeout:g}s) minus 5s"
+                    ),
+                )
+            )
         for index, source in enumerate(sink.sources or []):
             if source not in config.sources:
                 errors.append((f"sinks.{name}.sources[{index}]", f"unknown source {source!r}"))

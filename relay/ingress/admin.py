@@ -97,33 +97,46 @@ class SnapshotCollector:
         self.snapshot = snapshot
 
     def collect(self) -> list[Metric]:
-        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers(),
-                *self._redis()]
+        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers(), *self._redis()]
 
     def _queue(self) -> list[Metric]:
         snap = self.snapshot
-        depth = GaugeMetricFamily("relay_queue_depth", "Jobs in the queue by state: waiting "
-                                  "(runnable now), scheduled (retries, later), in_progress.",
-                                  labels=["state"])
+        depth = GaugeMetricFamily(
+            "relay_queue_depth",
+            "Jobs in the queue by state: waiting "
+            "(runnable now), scheduled (retries, later), in_progress.",
+            labels=["state"],
+        )
         depth.add_metric(["waiting"], snap.queue.waiting)
         depth.add_metric(["scheduled"], snap.queue.scheduled)
         depth.add_metric(["in_progress"], snap.queue.in_progress)
-        oldest = GaugeMetricFamily("relay_queue_oldest_age_seconds",
-                                   "Age of the oldest job waiting to run (0 when none waits).")
+        oldest = GaugeMetricFamily(
+            "relay_queue_oldest_age_seconds",
+            "Age of the oldest job waiting to run (0 when none waits).",
+        )
         oldest.add_metric([], snap.queue.oldest_waiting_age_s or 0.0)
         dlq = GaugeMetricFamily("relay_dlq_size", "Entries in the dead-letter queue.")
         dlq.add_metric([], snap.dlq_size)
         return [depth, oldest, dlq]
 
     def _inbound(self) -> list[Metric]:
-        inbound = CounterMetricFamily("relay_inbound_total", "Webhooks received, by source and "
-                                      "outcome (stored, duplicate, no_event, dead_lettered, "
-                                      "unavailable: answered 503, or the rejection error).",
-                                      labels=["source", "outcome"])
-        events = CounterMetricFamily("relay_events_total", "Canonical events normalized, by "
-                                     "source and type.", labels=["source", "type"])
-        dups = CounterMetricFamily("relay_event_duplicates_total", "Semantic duplicate events "
-                                   "dropped, by source.", labels=["source"])
+        inbound = CounterMetricFamily(
+            "relay_inbound_total",
+            "Webhooks received, by source and "
+            "outcome (stored, duplicate, no_event, dead_lettered, "
+            "unavailable: answered 503, or the rejection error).",
+            labels=["source", "outcome"],
+        )
+        events = CounterMetricFamily(
+            "relay_events_total",
+            "Canonical events normalized, by source and type.",
+            labels=["source", "type"],
+        )
+        dups = CounterMetricFamily(
+            "relay_event_duplicates_total",
+            "Semantic duplicate events dropped, by source.",
+            labels=["source"],
+        )
         for source in self.snapshot.sources:
             # Zero series for configured sources, so rate() works from the first webhook on.
             counts = {"stored": 0, "duplicate": 0, UNAVAILABLE: 0} if source.configured else {}
@@ -136,19 +149,36 @@ class SnapshotCollector:
         return [inbound, events, dups]
 
     def _sinks(self) -> list[Metric]:
-        deliveries = CounterMetricFamily("relay_deliveries_total", "Delivery attempts by sink "
-                                         "and outcome (delivered, retry, rate_limited, failed: "
-                                         "dead-lettered).", labels=["sink", "outcome"])
-        latency = HistogramMetricFamily("relay_delivery_latency_seconds", "From receipt of the "
-                                        "webhook to delivery to the sink.", labels=["sink"])
-        retrying = GaugeMetricFamily("relay_sink_retrying", "Deliveries scheduled to be tried "
-                                     "again, by sink.", labels=["sink"])
-        gone = GaugeMetricFamily("relay_sink_gone", "1 when the sink's endpoint answered 404/410.",
-                                 labels=["sink"])
-        last_ok = GaugeMetricFamily("relay_sink_last_success_timestamp_seconds",
-                                    "Unix time of the last delivery to the sink.", labels=["sink"])
-        last_err = GaugeMetricFamily("relay_sink_last_error_timestamp_seconds",
-                                     "Unix time of the last failed attempt.", labels=["sink"])
+        deliveries = CounterMetricFamily(
+            "relay_deliveries_total",
+            "Delivery attempts by sink "
+            "and outcome (delivered, retry, rate_limited, failed: "
+            "dead-lettered).",
+            labels=["sink", "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "relay_delivery_latency_seconds",
+            "From receipt of the webhook to delivery to the sink.",
+            labels=["sink"],
+        )
+        retrying = GaugeMetricFamily(
+            "relay_sink_retrying",
+            "Deliveries scheduled to be tried again, by sink.",
+            labels=["sink"],
+        )
+        gone = GaugeMetricFamily(
+            "relay_sink_gone", "1 when the sink's endpoint answered 404/410.", labels=["sink"]
+        )
+        last_ok = GaugeMetricFamily(
+            "relay_sink_last_success_timestamp_seconds",
+            "Unix time of the last delivery to the sink.",
+            labels=["sink"],
+        )
+        last_err = GaugeMetricFamily(
+            "relay_sink_last_error_timestamp_seconds",
+            "Unix time of the last failed attempt.",
+            labels=["sink"],
+        )
         for sink in self.snapshot.sinks:
             for outcome in DELIVERY_OUTCOMES:
                 deliveries.add_metric([sink.name, outcome], getattr(sink, outcome))
@@ -168,8 +198,10 @@ class SnapshotCollector:
     def _workers(self) -> list[Metric]:
         workers = GaugeMetricFamily("relay_workers", "Worker processes with a live heartbeat.")
         workers.add_metric([], len(self.snapshot.workers))
-        rejections = GaugeMetricFamily("relay_recent_rejections", "Entries in the capped list "
-                                       "of recent rejections shown by `relay status`.")
+        rejections = GaugeMetricFamily(
+            "relay_recent_rejections",
+            "Entries in the capped list of recent rejections shown by `relay status`.",
+        )
         rejections.add_metric([], len(self.snapshot.rejections))
         info = GaugeMetricFamily("relay_build_info", "The relay's version.", labels=["version"])
         info.add_metric([__version__], 1)
@@ -179,28 +211,38 @@ class SnapshotCollector:
         """Why the ingress sheds or the relay is degraded: Redis's memory and policy."""
         snap = self.snapshot
         memory = snap.redis_memory
-        shedding = GaugeMetricFamily("relay_ingress_shedding", "1 while the ingress answers 503 "
-                                     "because Redis is near maxmemory or may evict.")
+        shedding = GaugeMetricFamily(
+            "relay_ingress_shedding",
+            "1 while the ingress answers 503 because Redis is near maxmemory or may evict.",
+        )
         shedding.add_metric([], int(snap.shedding is not None))
-        policy = GaugeMetricFamily("relay_redis_maxmemory_policy", "Redis's maxmemory-policy "
-                                   "(anything but noeviction can lose queued webhooks).",
-                                   labels=["policy"])
+        policy = GaugeMetricFamily(
+            "relay_redis_maxmemory_policy",
+            "Redis's maxmemory-policy (anything but noeviction can lose queued webhooks).",
+            labels=["policy"],
+        )
         policy.add_metric([(memory.policy if memory else None) or "unknown"], 1)
-        safe = GaugeMetricFamily("relay_redis_eviction_safe", "1 when maxmemory-policy is "
-                                 "noeviction, 0 when it may evict or cannot be read.")
+        safe = GaugeMetricFamily(
+            "relay_redis_eviction_safe",
+            "1 when maxmemory-policy is noeviction, 0 when it may evict or cannot be read.",
+        )
         safe.add_metric([], int(bool(memory and memory.policy) and not memory.evicting))
         families: list[Metric] = [shedding, policy, safe]
         if memory is not None and memory.used_bytes is not None:
-            used = GaugeMetricFamily("relay_redis_memory_used_bytes", "Redis memory counted "
-                                     "against maxmemory.")
+            used = GaugeMetricFamily(
+                "relay_redis_memory_used_bytes", "Redis memory counted against maxmemory."
+            )
             used.add_metric([], memory.used_bytes)
             families.append(used)
         if memory is not None and memory.max_bytes:
             limit = GaugeMetricFamily("relay_redis_memory_max_bytes", "Redis maxmemory.")
             limit.add_metric([], memory.max_bytes)
-            shed_at = GaugeMetricFamily("relay_redis_memory_shed_bytes", "Used memory from "
-                                        "which the ingress sheds (server.shed_memory_ratio, "
-                                        "at least 4 MiB below maxmemory).")
+            shed_at = GaugeMetricFamily(
+                "relay_redis_memory_shed_bytes",
+                "Used memory from "
+                "which the ingress sheds (server.shed_memory_ratio, "
+                "at least 4 MiB below maxmemory).",
+            )
             shed_at.add_metric([], shed_at_bytes(memory.max_bytes, snap.shed_memory_ratio))
             families += [limit, shed_at]
         return families
@@ -221,11 +263,15 @@ async def metrics(request: web.Request) -> web.Response:
         snapshot = await _snapshot(request)
     except (RedisError, OSError, TimeoutError) as exc:
         # A failed scrape (up == 0 in Prometheus) is the honest answer: no stale figures.
-        return web.Response(status=503, text=f"redis unavailable: {type(exc).__name__}\n",
-                            headers={"Retry-After": "5"})
+        return web.Response(
+            status=503,
+            text=f"redis unavailable: {type(exc).__name__}\n",
+            headers={"Retry-After": "5"},
+        )
     body = render_metrics(snapshot)
-    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE,
-                                            "Cache-Control": "no-store"})
+    return web.Response(
+        body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}
+    )
 
 
 # --- /status and /status.json -------------------------------------------------------------
@@ -238,8 +284,11 @@ async def status_json(request: web.Request) -> web.Response:
         snapshot = await _snapshot(request)
     except (RedisError, OSError, TimeoutError):
         return web.json_response({"error": "unavailable"}, status=503, headers={"Retry-After": "5"})
-    return web.Response(body=snapshot.to_json(indent=False), content_type="application/json",
-                        headers=_private_headers())
+    return web.Response(
+        body=snapshot.to_json(indent=False),
+        content_type="application/json",
+        headers=_private_headers(),
+    )
 
 
 @functools.cache
@@ -282,10 +331,16 @@ def _private_headers(nonce: str | None = None) -> dict[str, str]:
 def page_context(snapshot: Snapshot | None, error: str | None) -> dict[str, Any]:
     """What the template shows, with the judgement calls (overall state, badges) made here."""
     now = snapshot.taken_at if snapshot else time.time()
-    context: dict[str, Any] = {"snapshot": snapshot, "error": error, "now": now, "ago": ago,
-                               "version": __version__, "refresh_s": PAGE_REFRESH_S,
-                               "inbound_outcomes": INBOUND_OUTCOMES,
-                               "unknown_source": UNKNOWN_SOURCE}
+    context: dict[str, Any] = {
+        "snapshot": snapshot,
+        "error": error,
+        "now": now,
+        "ago": ago,
+        "version": __version__,
+        "refresh_s": PAGE_REFRESH_S,
+        "inbound_outcomes": INBOUND_OUTCOMES,
+        "unknown_source": UNKNOWN_SOURCE,
+    }
     if snapshot is None:
         context.update(state="down", state_text="Redis unreachable")
     else:
@@ -318,9 +373,11 @@ async def status_page(request: web.Request) -> web.Response:
         # The page's script swaps this fragment in every few seconds: one template, no
         # client-side rendering to keep in step with it.
         body = _environment().get_template("status_body.html").render(context)
-        return web.Response(text=body, status=status, content_type="text/html",
-                            headers=_private_headers())
+        return web.Response(
+            text=body, status=status, content_type="text/html", headers=_private_headers()
+        )
     nonce = secrets.token_urlsafe(16)
     body = _environment().get_template("status.html").render(context, nonce=nonce)
-    return web.Response(text=body, status=status, content_type="text/html",
-                        headers=_private_headers(nonce))
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers=_private_headers(nonce)
+    )

@@ -27,8 +27,9 @@ log = get_logger("relay.ingress")
 RETRY_AFTER_S = "5"
 
 
-def _error(status: int, error: str, headers: dict[str, str] | None = None,
-           detail: str | None = None) -> web.Response:
+def _error(
+    status: int, error: str, headers: dict[str, str] | None = None, detail: str | None = None
+) -> web.Response:
     body = {"error": error} if detail is None else {"error": error, "detail": detail}
     return web.json_response(body, status=status, headers=headers)
 
@@ -60,7 +61,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         await rejections.record(source, True, 413, "too_large", reason, address)
         return _error(413, "too_large")
     if not ip_allowed(address, provider.config.allowed_ips):
-        await rejections.record(source, True, 403, "ip_not_allowed", f"{address} not allowed", address)
+        await rejections.record(
+            source, True, 403, "ip_not_allowed", f"{address} not allowed", address
+        )
         return _error(403, "ip_not_allowed")
 
     inbound = InboundRequest(
@@ -74,7 +77,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         provider.verify(inbound)
     except Rejected as rejected:
-        await rejections.record(source, True, rejected.status, rejected.error, rejected.reason, address)
+        await rejections.record(
+            source, True, rejected.status, rejected.error, rejected.reason, address
+        )
         return _error(rejected.status, rejected.error)
 
     guard = app[GUARD]
@@ -87,7 +92,8 @@ async def receive_webhook(request: web.Request) -> web.Response:
         if is_out_of_memory(exc):
             guard.out_of_memory()  # shed until the next reading instead of trying each one
         log.error(  # noqa: TRY400 - an outage, not a bug: no traceback per webhook
-            "redis unavailable: webhook not stored", source=source, error=type(exc).__name__)
+            "redis unavailable: webhook not stored", source=source, error=type(exc).__name__
+        )
         return _unavailable(app, source)
     except Exception:  # never a 500: the provider retries, and we see the bug
         log.exception("webhook not stored", source=source)
@@ -146,8 +152,10 @@ async def _check_redis_at_start(guard: IngressGuard, allow_eviction: bool) -> No
     """The first memory reading; refuse to start on an evicting policy unless allowed."""
     state = await guard.refresh()
     if state is None:
-        log.warning("cannot read Redis maxmemory-policy (Redis unreachable): checked once it "
-                    "answers (the ingress sheds if it evicts)")
+        log.warning(
+            "cannot read Redis maxmemory-policy (Redis unreachable): checked once it "
+            "answers (the ingress sheds if it evicts)"
+        )
     elif state.evicting and not allow_eviction:
         raise EvictingRedis(str(state.policy))
 
@@ -162,15 +170,17 @@ async def expect_continue(request: web.Request) -> None:
 def create_app(loaded: LoadedConfig) -> web.Application:
     # auto_decompress off: signatures are checked on the bytes as sent, and a bad gzip body
     # cannot fail inside aiohttp before our handler runs.
-    app = web.Application(client_max_size=loaded.config.server.max_body_bytes,
-                          handler_args={"auto_decompress": False})
+    app = web.Application(
+        client_max_size=loaded.config.server.max_body_bytes, handler_args={"auto_decompress": False}
+    )
     app[CONFIG] = loaded
     app[SOURCES] = build_sources(loaded)
     app.cleanup_ctx.append(_redis_ctx)
     # [^/]+ rather than aiohttp's default [^{}/]+: any name or token reaches our handler.
     app.router.add_post("/hooks/{source:[^/]+}", receive_webhook, expect_handler=expect_continue)
-    app.router.add_post("/hooks/{source:[^/]+}/{token:[^/]+}", receive_webhook,
-                        expect_handler=expect_continue)
+    app.router.add_post(
+        "/hooks/{source:[^/]+}/{token:[^/]+}", receive_webhook, expect_handler=expect_continue
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     admin.add_routes(app)

@@ -43,14 +43,18 @@ def client_ip(request: web.Request, trusted_proxy_hops: int) -> str:
     peer = request.remote or ""
     if trusted_proxy_hops <= 0:
         return peer
-    forwarded = [part.strip() for part in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    forwarded = [
+        part.strip() for part in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
+    ]
     forwarded = [part for part in forwarded if part]
     if len(forwarded) < trusted_proxy_hops:
         return peer
     return forwarded[-trusted_proxy_hops]
 
 
-def ip_allowed(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def ip_allowed(
+    address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
     if not networks:
         return True
     try:
@@ -82,8 +86,14 @@ class RejectionLog:
             client_ip=client,
         )
         entry = orjson.dumps(
-            {"at": clock.now(), "source": source[:64], "status": status, "error": error,
-             "reason": reason[:300], "client_ip": client}
+            {
+                "at": clock.now(),
+                "source": source[:64],
+                "status": status,
+                "error": error,
+                "reason": reason[:300],
+                "client_ip": client,
+            }
         )
         try:
             async with self.redis.pipeline(transaction=False) as pipe:

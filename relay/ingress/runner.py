@@ -61,8 +61,15 @@ def run(app: web.Application, host: str, port: int, *, answer_s: float = 2.0) ->
     asyncio.run(main())
 
 
-async def serve(app: web.Application, host: str, port: int, *, stop: asyncio.Event,
-                drain_s: float = DRAIN_S, body_deadline_s: float = BODY_DEADLINE_S) -> None:
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event,
+    drain_s: float = DRAIN_S,
+    body_deadline_s: float = BODY_DEADLINE_S,
+) -> None:
     """Serve `app` until `stop` is set, then drain; return when the app is cleaned up. The
     deadlines count from `stop`."""
     draining = False
@@ -76,9 +83,13 @@ async def serve(app: web.Application, host: str, port: int, *, stop: asyncio.Eve
             response.headers["Connection"] = "close"
 
     app.on_response_prepare.append(close_after_answer)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           keepalive_timeout=KEEPALIVE_TIMEOUT_S,
-                           shutdown_timeout=CLEANUP_TIMEOUT_S)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+        shutdown_timeout=CLEANUP_TIMEOUT_S,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -108,9 +119,11 @@ def _busy(conn: Any) -> bool:
 
 
 def _unavailable() -> web.HTTPServiceUnavailable:
-    return web.HTTPServiceUnavailable(text=orjson.dumps({"error": "unavailable"}).decode(),
-                                      content_type="application/json",
-                                      headers={"Retry-After": RETRY_AFTER_S})
+    return web.HTTPServiceUnavailable(
+        text=orjson.dumps({"error": "unavailable"}).decode(),
+        content_type="application/json",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
 
 
 async def _drain(server: Any, began: float, body_deadline_s: float, drain_s: float) -> None:
@@ -141,5 +154,10 @@ async def _drain(server: Any, began: float, body_deadline_s: float, drain_s: flo
                 request.content.set_exception(_unavailable())
                 cut_short += 1
         await asyncio.sleep(POLL_S)
-    log.info("shutdown: drained", seconds=round(loop.time() - began, 2), requests=in_flight,
-             body_too_slow=cut_short, left=len(busy))
+    log.info(
+        "shutdown: drained",
+        seconds=round(loop.time() - began, 2),
+        requests=in_flight,
+        body_too_slow=cut_short,
+        left=len(busy),
+    )

@@ -45,8 +45,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 class IngressGuard:
-    def __init__(self, redis: Any, keys: Keys, config: RelayConfig, log: Any,
-                 interval: float = INTERVAL_S) -> None:
+    def __init__(
+        self, redis: Any, keys: Keys, config: RelayConfig, log: Any, interval: float = INTERVAL_S
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ratio = config.server.shed_memory_ratio
@@ -161,17 +162,26 @@ class IngressGuard:
         if state.policy != self._last_policy:
             self._last_policy = state.policy
             if state.policy is None:
-                self.log.warning("cannot read Redis maxmemory-policy (INFO memory gave none): "
-                                 "not checked; make sure it is noeviction")
+                self.log.warning(
+                    "cannot read Redis maxmemory-policy (INFO memory gave none): "
+                    "not checked; make sure it is noeviction"
+                )
             elif state.evicting:
-                self.log.error("redis may evict queued webhooks", policy=state.policy,
-                               detail=eviction_message(state.policy, self.allow_eviction))
+                self.log.error(
+                    "redis may evict queued webhooks",
+                    policy=state.policy,
+                    detail=eviction_message(state.policy, self.allow_eviction),
+                )
         shed = self.verdict()
         code = shed.code if shed else None
         if code != self._last_code:
             self._last_code = code
             if shed:
-                self.log.error("ingress shedding: answering 503", reason=shed.code,
-                               detail=shed.detail, fraction=state.fraction)
+                self.log.error(
+                    "ingress shedding: answering 503",
+                    reason=shed.code,
+                    detail=shed.detail,
+                    fraction=state.fraction,
+                )
             else:
                 self.log.info("ingress accepting again", fraction=state.fraction)

@@ -37,8 +37,10 @@ if TYPE_CHECKING:  # the config model imports this registry: no import at run ti
 
 def build_sources(loaded: LoadedConfig) -> dict[str, Provider]:
     """One provider instance per configured source, by source name (both processes)."""
-    return {name: PROVIDERS[source.provider](name, source)
-            for name, source in loaded.config.sources.items()}
+    return {
+        name: PROVIDERS[source.provider](name, source)
+        for name, source in loaded.config.sources.items()
+    }
 
 
 __all__ = ["PROVIDERS", "InboundRequest", "Provider", "Rejected", "SampleRequest", "build_sources"]

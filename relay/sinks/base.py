@@ -209,8 +209,9 @@ def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: byt
         return Delivered(status)
     after = retry_after_seconds(headers.get("Retry-After"))  # type: ignore[union-attr]
     if status == 429:
-        return RetryLater("rate limited (429)", status, rate_limit_wait(after), rate_limited=True,
-                          excerpt=text)
+        return RetryLater(
+            "rate limited (429)", status, rate_limit_wait(after), rate_limited=True, excerpt=text
+        )
     if status in (408, 425) or status >= 500:
         return RetryLater(f"HTTP {status}", status, after, excerpt=text)
     if 300 <= status < 400:
@@ -220,7 +221,9 @@ def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: byt
 
 def is_http_url(value: str) -> bool:
     """An absolute http(s) URL with a host, no whitespace or control characters."""
-    if not isinstance(value, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if not isinstance(value, str) or any(
+        ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value
+    ):
         return False
     try:
         parts = urlsplit(value)

@@ -214,12 +214,16 @@ def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: 
         return Delivered(status)
     answer = _json(body)
     if status == 429:
-        waits = [retry_after_seconds(headers.get("Retry-After")),  # type: ignore[union-attr]
-                 wait_seconds(answer.get("retry_after"))]
+        waits = [
+            retry_after_seconds(headers.get("Retry-After")),  # type: ignore[union-attr]
+            wait_seconds(answer.get("retry_after")),
+        ]
         given = [w for w in waits if w is not None]
         notes = ["global"] if answer.get("global") is True else []
         if not headers.get("Via"):  # type: ignore[union-attr]
-            notes.append("cloudflare")  # discord.py: a 429 without Via is Cloudflare's, not the API's
+            notes.append(
+                "cloudflare"
+            )  # discord.py: a 429 without Via is Cloudflare's, not the API's
         reason = "rate limited (429" + "".join(f", {note}" for note in notes) + ")"
         after = rate_limit_wait(max(given) if given else None)
         return RetryLater(reason, status, after, rate_limited=True, excerpt=text)
@@ -284,5 +288,7 @@ def fit_embed(embed: dict[str, Any], total: int = EMBEDS_TOTAL_MAX) -> dict[str,
             if not part[sub]:
                 embed.pop(key)
     if excess() > 0 and embed.get("title"):
-        embed["title"] = render.truncate(embed["title"], max(1, render.utf16_len(embed["title"]) - excess()))
+        embed["title"] = render.truncate(
+            embed["title"], max(1, render.utf16_len(embed["title"]) - excess())
+        )
     return embed

@@ -56,7 +56,9 @@ def _whsec(secrets: list[str]) -> list[str]:
         try:
             raw = whsec_key(secret)
         except ValueError:
-            raise ValueError("not a Standard Webhooks secret: whsec_ must be followed by base64") from None
+            raise ValueError(
+                "not a Standard Webhooks secret: whsec_ must be followed by base64"
+            ) from None
         if len(raw) < 24:
             raise ValueError(
                 f"secret too short: {len(raw)} bytes after whsec_, Standard Webhooks asks 24 to 64"
@@ -116,13 +118,15 @@ class HttpSink(PostSink):
             for name, value in self.config.headers.items()
             if name.lower() not in RESERVED_HEADERS and not name.lower().startswith("webhook-")
         }
-        headers.update({
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "webhook-id": event.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": self.sign(event.id, timestamp, event.json),
-        })
+        headers.update(
+            {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "webhook-id": event.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": self.sign(event.id, timestamp, event.json),
+            }
+        )
         return OutboundRequest(url=self.config.url, body=event.json, headers=headers)
 
     def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:

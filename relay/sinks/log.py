@@ -29,6 +29,11 @@ class LogSink(Sink):
     ) -> Outcome:
         body = event.body
         fields = {k: v for k, v in body.items() if k != "data" or self.config.full}
-        log.info("payment event", sink=self.name, event_id=event.id, attempt=attempt,
-                 payment_event=fields)
+        log.info(
+            "payment event",
+            sink=self.name,
+            event_id=event.id,
+            attempt=attempt,
+            payment_event=fields,
+        )
         return Delivered()

@@ -88,17 +88,27 @@ class SlackSink(PostSink):
                 label = _cut(shown, 100)
                 shown = f"<{escape(link).replace('|', '%7C')}|{label}>"
             head = f"*{name}*\n"
-            fields.append({
-                "type": "mrkdwn",
-                "text": head + _cut(render.neutralise_mentions(shown), FIELD_TEXT_MAX - len(head)),
-            })
+            fields.append(
+                {
+                    "type": "mrkdwn",
+                    "text": head
+                    + _cut(render.neutralise_mentions(shown), FIELD_TEXT_MAX - len(head)),
+                }
+            )
         if fields:
             blocks.append({"type": "section", "fields": fields[:SECTION_FIELDS_MAX]})
         context = f"{render.title(body)} · `{body.get('id', '')}` · {escape(render.one_line(body.get('source')))}"
-        blocks.append({
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": _cut(render.neutralise_mentions(context), CONTEXT_TEXT_MAX)}],
-        })
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": _cut(render.neutralise_mentions(context), CONTEXT_TEXT_MAX),
+                    }
+                ],
+            }
+        )
         return blocks[:BLOCKS_MAX]
 
     def payload(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,9 @@ def _install(shift_s: float) -> None:
     real_gmtime, real_localtime = _time.gmtime, _time.localtime
     real_ctime, real_asctime, real_strftime = _time.ctime, _time.asctime, _time.strftime
     shift_ns = round(shift_s * 1e9)
-    wall_clocks = {getattr(_time, name) for name in ("CLOCK_REALTIME", "CLOCK_TAI")
-                   if hasattr(_time, name)}
+    wall_clocks = {
+        getattr(_time, name) for name in ("CLOCK_REALTIME", "CLOCK_TAI") if hasattr(_time, name)
+    }
 
     def time() -> float:
         return real_time() + shift_s
@@ -67,8 +68,17 @@ def _install(shift_s: float) -> None:
     def strftime(format: str, t: object = None) -> str:
         return real_strftime(format, localtime() if t is None else t)  # type: ignore[arg-type]
 
-    for fn in (time, time_ns, clock_gettime, clock_gettime_ns, gmtime, localtime, ctime,
-               asctime, strftime):
+    for fn in (
+        time,
+        time_ns,
+        clock_gettime,
+        clock_gettime_ns,
+        gmtime,
+        localtime,
+        ctime,
+        asctime,
+        strftime,
+    ):
         fn.__qualname__ = fn.__name__
         setattr(_time, fn.__name__, fn)
 
