@@ -86,9 +86,8 @@ async def take_snapshot(
 ) -> Snapshot:
     """Every figure of SPEC 8, read from Redis in (usually) two pipelined round trips."""
     keys = Keys(config.key_prefix)
-    if now is None:  # Redis's time: heartbeats and job scores are written by it (relay.clock)
-        seconds, micros = await redis.time()
-        now = int(seconds) + int(micros) / 1e6
+    if now is None:
+        now = await _redis_now(redis)
     now_ms = int(now * 1000)
     sink_names = list(config.sinks)
 
@@ -118,22 +117,13 @@ async def take_snapshot(
 
     stats = _hash(stats)
     sources, extra_sinks = _sources_and_sinks(stats, config)
-    health = {
-        name: (_hash(sink_hashes[2 * i]), _hash(sink_hashes[2 * i + 1]))
-        for i, name in enumerate(sink_names)
-    }
+    health = _health_pairs(sink_names, sink_hashes)
     if extra_sinks:  # sinks removed from the config still have counters and maybe retries
         async with redis.pipeline(transaction=False) as pipe:
             for name in extra_sinks:
                 pipe.hgetall(keys.sink_health(name))
                 pipe.hgetall(keys.latency(name))
-            extra = await pipe.execute()
-        health.update(
-            {
-                name: (_hash(extra[2 * i]), _hash(extra[2 * i + 1]))
-                for i, name in enumerate(extra_sinks)
-            }
-        )
+            health.update(_health_pairs(extra_sinks, await pipe.execute()))
 
     workers = await _workers(redis, keys, worker_ids, now)
     memory = await read_memory(redis)  # its own round trip: a host may refuse INFO alone
@@ -163,6 +153,19 @@ async def take_snapshot(
         shed_memory_ratio=config.server.shed_memory_ratio,
         allow_redis_eviction=config.allow_redis_eviction,
     )
+
+
+async def _redis_now(redis: Any) -> float:
+    """Redis's time: heartbeats and job scores are written by it (relay.clock)."""
+    seconds, micros = await redis.time()
+    return int(seconds) + int(micros) / 1e6
+
+
+def _health_pairs(
+    names: list[str], hashes: list[Any]
+) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Per sink name: its health hash and its latency hash, read in that order."""
+    return {name: (_hash(hashes[2 * i]), _hash(hashes[2 * i + 1])) for i, name in enumerate(names)}
 
 
 def _sources_and_sinks(
