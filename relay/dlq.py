@@ -78,7 +78,7 @@ class DeadLetterQueue:
     async def size(self) -> int:
         return int(await self.redis.zcard(self.keys.dlq_index))
 
-    async def list(self, limit: int = 100, sink: str | None = None) -> list[DeadLetter]:
+    async def recent(self, limit: int = 100, sink: str | None = None) -> list[DeadLetter]:
         ids = await self.redis.zrevrange(self.keys.dlq_index, 0, -1 if sink else limit - 1)
         letters = await self.get([i.decode() if isinstance(i, bytes) else i for i in ids])
         if sink:
@@ -97,7 +97,7 @@ class DeadLetterQueue:
         if ids:
             return await self.get(ids)
         if sink or everything:
-            return await self.list(limit=self.max_entries, sink=sink)
+            return await self.recent(limit=self.max_entries, sink=sink)
         return []
 
     async def replay(self, letters: list[DeadLetter]) -> int:

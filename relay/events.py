@@ -219,20 +219,21 @@ class StoredEvent:
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        return loads(self.json)
+        body: dict[str, Any] = loads(self.json)
+        return body
 
     @property
     def id(self) -> str:
-        return self.body["id"]
+        return str(self.body["id"])
 
     @property
     def type(self) -> str:
-        return self.body["type"]
+        return str(self.body["type"])
 
     @property
     def source(self) -> str:
-        return self.body["source"]
+        return str(self.body["source"])
 
     @property
     def received_at(self) -> str:
-        return self.body["received_at"]
+        return str(self.body["received_at"])

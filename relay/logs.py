@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -39,7 +39,9 @@ class Redactor:
             return [self.scrub(v) for v in value]
         return value
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> Mapping[str, Any]:
         return {key: self.scrub(value) for key, value in event_dict.items()}
 
 

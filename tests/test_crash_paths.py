@@ -207,7 +207,7 @@ async def test_request_whose_normalization_raises_is_dead_lettered(
         worker = await run_worker(config_factory(raw))
         await wait_for(lambda: worker_idle(worker, redis))
     dlq = DeadLetterQueue(redis, KEYS)
-    (letter,) = await dlq.list()
+    (letter,) = await dlq.recent()
     assert (letter.id, letter.kind, letter.source) == (inbound_id, "inbound", "ivpay")
     assert letter.reason.startswith("normalize failed: InvalidOperation")
     assert letter.inbound is not None and letter.inbound["body"] == body
@@ -219,7 +219,7 @@ async def test_request_whose_normalization_raises_is_dead_lettered(
 
     assert await dlq.replay([letter]) == 1
     await wait_for(lambda: worker_idle(worker, redis))
-    (again,) = await dlq.list()
+    (again,) = await dlq.recent()
     assert (again.id, again.kind, again.inbound) == (inbound_id, "inbound", letter.inbound)
     assert await redis.hget("relay:stats", "in:ivpay:dead_lettered") == b"2"
 
@@ -237,7 +237,7 @@ async def test_replayed_inbound_dead_letter_is_delivered_once(
     await wait_for(lambda: worker_idle(without_source, redis))
     await run_worker.stop(without_source)
     dlq = DeadLetterQueue(redis, KEYS)
-    (letter,) = await dlq.list()
+    (letter,) = await dlq.recent()
     assert (letter.id, letter.kind, letter.reason) == (
         inbound_id,
         "inbound",
@@ -391,7 +391,7 @@ async def test_dead_letter_queue_cap_drops_the_oldest(
         worker = await run_worker(config_factory(raw))
         await wait_for(lambda: worker_idle(worker, redis))
     assert await dlq.size() == cap and await redis.hlen(KEYS.dlq) == cap
-    letters = await dlq.list(limit=cap)
+    letters = await dlq.recent(limit=cap)
     kept = {letter.id for letter in letters}
     assert {"old-000", "old-001", "old-002"}.isdisjoint(kept)
     assert {f"old-{i:03d}" for i in range(3, cap)} <= kept and choked in kept

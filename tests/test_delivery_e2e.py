@@ -116,7 +116,7 @@ async def test_permanent_failure_is_dead_lettered_then_replayed(
     await post(client, paid("p-404"))
     await wait_for(lambda: redis.zcard("relay:dlq:index"))
     dlq = DeadLetterQueue(redis, Keys())
-    (letter,) = await dlq.list()
+    (letter,) = await dlq.recent()
     assert (letter.sink, letter.last_status, letter.attempts) == ("shop", 404, 1)
     assert "no such hook" in letter.excerpt
     assert await redis.hget("relay:sink:shop", "gone") == b"1"

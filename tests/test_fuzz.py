@@ -777,7 +777,7 @@ async def run_through_worker(
         for entry in logs
         if entry["event"] in BUG_LOGS or entry.get("log_level") in ("error", "critical")
     ]
-    letters = await DeadLetterQueue(redis, Keys()).list(limit=1000)
+    letters = await DeadLetterQueue(redis, Keys()).recent(limit=1000)
     assert not problems and not letters, (
         [{k: str(v)[:300] for k, v in e.items()} for e in problems[:10]],
         [(d.kind, d.source, d.sink, d.reason, d.excerpt[:200]) for d in letters[:10]],

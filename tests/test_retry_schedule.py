@@ -94,5 +94,5 @@ async def test_every_retry_job_outlives_its_wait(config_factory: Any, redis: Any
             attempt = Attempt(attempt.event, "shop", step + 1, 0, attempt.received_at)
         await pipeline.record([(attempt, RetryLater("HTTP 503", 503))])
     assert (await redis.hget(keys.deliveries(event.id), "shop")) == b"dlq"
-    (letter,) = await pipeline.dlq.list()
+    (letter,) = await pipeline.dlq.recent()
     assert letter.attempts == 8 and letter.last_status == 503

@@ -98,7 +98,7 @@ async def run_dlq(loaded: LoadedConfig, redis_url: str, args: argparse.Namespace
 async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     import orjson
 
-    letters = await dlq.list(limit=args.limit, sink=args.sink)
+    letters = await dlq.recent(limit=args.limit, sink=args.sink)
     if args.json:
         sys.stdout.write(
             orjson.dumps(

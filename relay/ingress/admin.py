@@ -226,7 +226,7 @@ class SnapshotCollector:
             "relay_redis_eviction_safe",
             "1 when maxmemory-policy is noeviction, 0 when it may evict or cannot be read.",
         )
-        safe.add_metric([], int(bool(memory and memory.policy) and not memory.evicting))
+        safe.add_metric([], int(memory is not None and bool(memory.policy) and not memory.evicting))
         families: list[Metric] = [shedding, policy, safe]
         if memory is not None and memory.used_bytes is not None:
             used = GaugeMetricFamily(
@@ -252,7 +252,7 @@ def render_metrics(snapshot: Snapshot) -> bytes:
     # A registry per scrape: the collector is the snapshot; nothing lives in process memory.
     # The snapshot lists every configured source and sink (with zeros) besides those seen.
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snapshot))  # type: ignore[arg-type]
+    registry.register(SnapshotCollector(snapshot))
     return generate_latest(registry)
 
 

@@ -19,6 +19,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
@@ -120,7 +121,7 @@ class PostSink(Sink):
         """The HTTP request that delivers `event` (attempt counts from 1)."""
 
     @abstractmethod
-    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """What an HTTP answer means for this sink."""
 
     async def deliver(
@@ -202,12 +203,12 @@ def rate_limit_wait(after: float | None) -> float | None:
     return None if after is None else max(MIN_RATE_LIMIT_WAIT_S, after)
 
 
-def classify_http(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     """SPEC 6: 2xx delivered; network, 408, 425, 429, 5xx retry; other statuses permanent."""
     text = excerpt(body)
     if 200 <= status < 300:
         return Delivered(status)
-    after = retry_after_seconds(headers.get("Retry-After"))  # type: ignore[union-attr]
+    after = retry_after_seconds(headers.get("Retry-After"))
     if status == 429:
         return RetryLater(
             "rate limited (429)", status, rate_limit_wait(after), rate_limited=True, excerpt=text

@@ -26,9 +26,9 @@ Discord asks never to retry it) permanent, the sink flagged gone; 400/401/403 pe
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import aiohttp
 import orjson
 from pydantic import BeforeValidator, Field
 from yarl import URL
@@ -194,7 +194,7 @@ class DiscordSink(PostSink):
 
     # --- the answer -------------------------------------------------------------------------
 
-    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_discord(status, headers, body)
 
 
@@ -208,19 +208,19 @@ def _field_value(name: str, value: str) -> str:
     return render.truncate(render.neutralise_mentions(escape(value)), FIELD_VALUE_MAX)
 
 
-def classify_discord(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+def classify_discord(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     text = excerpt(body)
     if 200 <= status < 300:
         return Delivered(status)
     answer = _json(body)
     if status == 429:
         waits = [
-            retry_after_seconds(headers.get("Retry-After")),  # type: ignore[union-attr]
+            retry_after_seconds(headers.get("Retry-After")),
             wait_seconds(answer.get("retry_after")),
         ]
         given = [w for w in waits if w is not None]
         notes = ["global"] if answer.get("global") is True else []
-        if not headers.get("Via"):  # type: ignore[union-attr]
+        if not headers.get("Via"):
             notes.append(
                 "cloudflare"
             )  # discord.py: a 429 without Via is Cloudflare's, not the API's

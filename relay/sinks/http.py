@@ -20,10 +20,10 @@ A secret is `whsec_` + base64 of 24 to 64 random bytes, e.g.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-import aiohttp
 from pydantic import AfterValidator, Field, field_validator
 from standardwebhooks.webhooks import Webhook
 
@@ -129,7 +129,7 @@ class HttpSink(PostSink):
         )
         return OutboundRequest(url=self.config.url, body=event.json, headers=headers)
 
-    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_http(status, headers, body)
 
 

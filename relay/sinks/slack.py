@@ -20,9 +20,9 @@ found) and 410 (channel archived) permanent with the sink flagged gone; 5xx, 408
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-import aiohttp
 import orjson
 from pydantic import BeforeValidator
 
@@ -127,11 +127,11 @@ class SlackSink(PostSink):
             headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
         )
 
-    def classify(self, status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+    def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_slack(status, headers, body)
 
 
-def classify_slack(status: int, headers: aiohttp.typedefs.LooseHeaders, body: bytes) -> Outcome:
+def classify_slack(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     text = excerpt(body)
     if status in (400, 403, 404, 410):
         reason = f"HTTP {status}" + (f": {text.strip()[:100]}" if text.strip() else "")
