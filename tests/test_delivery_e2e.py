@@ -135,7 +135,7 @@ async def test_exhausted_schedule_is_dead_lettered(
     client = await start(ingress, run_worker, config_factory, config(sink_server))
     await post(client, paid("p-exhaust"))
     await wait_for(lambda: redis.zcard("relay:dlq:index"), timeout=15)
-    (letter,) = await DeadLetterQueue(redis, Keys()).list()
+    (letter,) = await DeadLetterQueue(redis, Keys()).recent()
     assert letter.attempts == len(SCHEDULE) + 1
     assert letter.last_status == 503
     assert len(sink_server.requests("/shop")) == len(SCHEDULE) + 1
