@@ -19,6 +19,16 @@ from relay.queue import DELIVER, PROCESS_INBOUND, add_job
 
 log = get_logger("relay.dlq")
 
+# KEYS: the index (sorted by failure time), the entries hash. ARGV: the cap.
+# Drops the oldest entries past the cap; returns how many.
+_TRIM = """
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return 0 end
+local oldest = redis.call('ZPOPMIN', KEYS[1], excess)
+for i = 1, #oldest, 2 do redis.call('HDEL', KEYS[2], oldest[i]) end
+return #oldest / 2
+"""
+
 
 @dataclass
 class DeadLetter:
@@ -54,6 +64,7 @@ class DeadLetterQueue:
         self.redis = redis
         self.keys = keys
         self.max_entries = max_entries
+        self._trim = redis.register_script(_TRIM)
 
     def add(self, pipe: Any, letter: DeadLetter) -> None:
         """Add inside the caller's pipeline, with the state change that goes with it."""
@@ -62,18 +73,18 @@ class DeadLetterQueue:
 
     async def trim(self) -> int:
         """Enforce the cap; returns how many of the oldest entries were dropped."""
-        excess = await self.redis.zcard(self.keys.dlq_index) - self.max_entries
-        if excess <= 0:
-            return 0
-        oldest = [m for m, _ in await self.redis.zpopmin(self.keys.dlq_index, excess)]
-        if oldest:
-            await self.redis.hdel(self.keys.dlq, *oldest)
+        # One script: count and pop together, so trims running at once cannot each pop the
+        # same excess and leave the queue below the cap.
+        dropped = int(
+            await self._trim(keys=[self.keys.dlq_index, self.keys.dlq], args=[self.max_entries])
+        )
+        if dropped:
             log.error(
                 "dead-letter queue full: oldest entries dropped",
-                dropped=len(oldest),
+                dropped=dropped,
                 cap=self.max_entries,
             )
-        return len(oldest)
+        return dropped
 
     async def size(self) -> int:
         return int(await self.redis.zcard(self.keys.dlq_index))

@@ -32,6 +32,16 @@ def event_id(source: str, dedupe_key: str) -> str:
     return "evt_" + base64.b32encode(digest).decode().lower().rstrip("=")[:26]
 
 
+def _small_int(value: Any) -> int | None:
+    """`int(value)` for counts, None past 19 digits: int() of `Decimal("1E+1000000")` would
+    build the whole number first (seconds of CPU the job deadline cannot interrupt)."""
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() >= 19:
+        return None
+    if isinstance(value, str) and len(value.strip()) > 40:
+        return None
+    return int(value)
+
+
 def exact_decimal(value: Any) -> str | None:
     """The decimal digits a provider sent, as a string; never through a binary float.
 
@@ -180,8 +190,8 @@ class PaymentEvent:
                 fields[text] = str(fields[text])
         if fields.get("confirmations") is not None:
             try:
-                count = int(fields["confirmations"])
-            except (TypeError, ValueError, OverflowError):
+                count = _small_int(fields["confirmations"])
+            except (TypeError, ValueError, OverflowError, ArithmeticError):
                 count = None
             # A count no chain reaches is noise; it must also fit JSON writers' 64 bits.
             fields["confirmations"] = count if count is not None and 0 <= count < 2**63 else None

@@ -195,7 +195,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         parsed = loads(body)
         if b"\\u" in body or not body.isascii():  # only then can a lone surrogate be in it
             parsed = _without_lone_surrogates(parsed)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError, RecursionError, ArithmeticError):
+        # ArithmeticError: a number no Decimal can hold (decimal.InvalidOperation).
         raise malformed("body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise malformed("JSON body is not an object")
