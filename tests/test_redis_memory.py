@@ -195,32 +195,22 @@ async def test_ingress_refuses_to_start_on_allkeys_lru(mem_redis: Any, start_ing
         await start_ingress({})
 
 
-async def test_relay_serve_exits_with_a_message(
-    mem_redis: Any, own_redis: EmbeddedRedis, tmp_path: Path
+@pytest.mark.parametrize(
+    ("command", "policy"), [("serve", "allkeys-lru"), ("worker", "volatile-lru")]
+)
+async def test_relay_exits_with_a_message(
+    mem_redis: Any, own_redis: EmbeddedRedis, tmp_path: Path, command: str, policy: str
 ) -> None:
-    """`relay serve` on allkeys-lru: exit 3, the policy and the fix on stderr, no traceback."""
-    await mem_redis.config_set("maxmemory-policy", "allkeys-lru")
+    """`relay serve` / `relay worker` on an evicting policy: exit 3 before taking any webhook
+    or job, the policy and the fix on stderr, no traceback."""
+    await mem_redis.config_set("maxmemory-policy", policy)
     config = write_config(tmp_path, IVPAY)
-    web = RelayProcess("serve", config, tmp_path, own_redis.url).start()
-    code = await asyncio.to_thread(web.wait, 20)
-    output = web.output()
+    process = RelayProcess(command, config, tmp_path, own_redis.url).start()
+    code = await asyncio.to_thread(process.wait, 20)
+    output = process.output()
     assert code == 3, output
-    assert "refusing to start" in output and "'allkeys-lru'" in output
+    assert f"relay {command}: refusing to start" in output and f"'{policy}'" in output
     assert "heroku redis:maxmemory --policy noeviction" in output
-    assert "Traceback" not in output
-
-
-async def test_relay_worker_exits_with_a_message(
-    mem_redis: Any, own_redis: EmbeddedRedis, tmp_path: Path
-) -> None:
-    """`relay worker` on volatile-lru: exit 3 before taking any job, the fix on stderr."""
-    await mem_redis.config_set("maxmemory-policy", "volatile-lru")
-    config = write_config(tmp_path, IVPAY)
-    worker = RelayProcess("worker", config, tmp_path, own_redis.url).start()
-    code = await asyncio.to_thread(worker.wait, 20)
-    output = worker.output()
-    assert code == 3, output
-    assert "relay worker: refusing to start" in output and "'volatile-lru'" in output
     assert "Traceback" not in output and "worker started" not in output
 
 
