@@ -133,6 +133,24 @@ def inbound(body: bytes, source: str = "ivpay") -> dict[str, Any]:
 # --- run_job's ownership check -------------------------------------------------------------------
 
 
+async def fill_dlq(redis: Any, dlq: DeadLetterQueue, prefix: str, count: int) -> None:
+    """`count` delivery dead letters `<prefix>-000`..., oldest first, in one transaction."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for i in range(count):
+            dlq.add(
+                pipe,
+                DeadLetter(
+                    id=f"{prefix}-{i:03d}",
+                    kind="delivery",
+                    source="ivpay",
+                    failed_at=1_000_000 + i,
+                    reason="HTTP 410",
+                    sink="shop",
+                ),
+            )
+        await pipe.execute()
+
+
 @pytest.mark.parametrize("state", ["ok", "dlq", "job:dlv_someone_else"])
 async def test_deliver_job_acts_only_on_a_delivery_it_owns(
     state: str, job_ctx: JobCtx, config_factory: Any, redis: Any, sink_server: SinkServer
@@ -366,20 +384,7 @@ async def test_dead_letter_queue_cap_drops_the_oldest(
     from the index and the entries alike, with an error log."""
     cap = 100
     dlq = DeadLetterQueue(redis, KEYS, cap)
-    async with redis.pipeline(transaction=True) as pipe:
-        for i in range(cap):
-            dlq.add(
-                pipe,
-                DeadLetter(
-                    id=f"old-{i:03d}",
-                    kind="delivery",
-                    source="ivpay",
-                    failed_at=1_000_000 + i,
-                    reason="HTTP 410",
-                    sink="shop",
-                ),
-            )
-        await pipe.execute()
+    await fill_dlq(redis, dlq, "old", cap)
     sink_server.script("/shop", [Reply.error(410), Reply.error(410)])
     # One job at a time: concurrent trims over-drop (test_concurrent_trims_keep_the_cap).
     raw = config(sink_server, dlq={"max_entries": cap}, worker={"concurrency": 1})
@@ -507,20 +512,7 @@ def test_huge_confirmation_count_cannot_stall_the_worker() -> None:
 async def test_concurrent_trims_keep_the_cap(redis: Any) -> None:
     cap, extra = 100, 20
     dlq = DeadLetterQueue(redis, KEYS, cap)
-    async with redis.pipeline(transaction=True) as pipe:
-        for i in range(cap + extra):
-            dlq.add(
-                pipe,
-                DeadLetter(
-                    id=f"d-{i:03d}",
-                    kind="delivery",
-                    source="ivpay",
-                    failed_at=1_000_000 + i,
-                    reason="HTTP 410",
-                    sink="shop",
-                ),
-            )
-        await pipe.execute()
+    await fill_dlq(redis, dlq, "d", cap + extra)
     await asyncio.gather(*(redis.ping() for _ in range(extra)))  # one connection per trim
     dropped = await asyncio.gather(*(dlq.trim() for _ in range(extra)))
     assert (await dlq.size(), sum(dropped)) == (cap, extra)
