@@ -97,6 +97,105 @@ class Keys:
         """Sorted set of recent send times for a rate-limited sink; trimmed to its window."""
         return f"{self.prefix}:rate:{sink}"
 
+    # --- the event log (SPEC 9): every key below expires `log.retention` after it is made ---
+
+    def log_event(self, event_id: str) -> str:
+        """Hash: the event JSON, its inbound id, when it was accepted, and per sink its state
+        and attempts (fields: relay.keys.log_*_field)."""
+        return f"{self.prefix}:log:evt:{event_id}"
+
+    @property
+    def log_index(self) -> str:
+        """Sorted set event id -> accepted at (ms): `relay events list`, newest first. Trimmed
+        by score to the retention on every write."""
+        return f"{self.prefix}:log:index"
+
+    def log_payment(self, source: str, payment_id: str) -> str:
+        """List of one payment's event ids in the order the relay accepted them."""
+        return f"{self.prefix}:log:pay:{source}:{payment_id}"
+
+    def log_find(self, value: str) -> str:
+        """Set of the event ids a payment id, merchant reference, tx hash or inbound id names."""
+        return f"{self.prefix}:log:find:{value}"
+
+    # --- pause (SPEC 9): shared by every process -------------------------------------------
+
+    @property
+    def paused(self) -> str:
+        """Hash sink -> paused until (ms by Redis's clock; 0: until resumed). One field per
+        paused sink, deleted on resume: bounded by the config."""
+        return f"{self.prefix}:paused"
+
+    def held(self, sink: str) -> str:
+        """Sorted set of a paused sink's held delivery job ids -> when the event was received
+        (ms), so resume sends them in the order received. TTL HELD_TTL_S, renewed on write."""
+        return f"{self.prefix}:held:{sink}"
+
+    # --- rejected requests (SPEC 9): within log.rejected_max_bytes and rejected_retention ---
+
+    @property
+    def rejected(self) -> str:
+        """Hash rejection id -> the request as received (msgpack), minus secret headers; the
+        field `_bytes` is the total size kept. Trimmed oldest first on every write."""
+        return f"{self.prefix}:rej"
+
+    @property
+    def rejected_index(self) -> str:
+        """Sorted set rejection id -> when it was received (ms)."""
+        return f"{self.prefix}:rej:index"
+
+
+# --- fields of one event's log hash (Keys.log_event) -----------------------------------------
+# Sink names contain no ':' (config validates names), so a field splits at ':'.
+
+LOG_EVENT, LOG_INBOUND, LOG_AT, LOG_SOURCE, LOG_TYPE = "e", "in", "at", "src", "type"
+LOG_STATES = ("pending", "delivered", "retrying", "paused", "failed", "dropped")
+HELD_TTL_S = 30 * 86400  # a paused sink holds its deliveries this long at most
+# Held delivery jobs sit in arq's queue at this score (year 33658): never due, until resume
+# re-scores them. Status counts them as held, not scheduled.
+HOLD_AT_MS = 10**15
+
+
+def log_state_field(sink: str) -> str:
+    """The (event, sink) delivery's state, one of LOG_STATES."""
+    return f"st:{sink}"
+
+
+def log_attempt_field(sink: str, replay: int, number: int) -> str:
+    """Attempt `number` (from 1) of the delivery's `replay`-th round (0: the first sending;
+    each replay or resend starts a new round, so the earlier attempts are kept)."""
+    return f"a:{sink}:{replay}:{number}"
+
+
+def log_wait_field(sink: str, replay: int) -> str:
+    """The latest rate-limit wait of a round (a 429 is a wait, not an attempt): overwritten,
+    so a long run of 429s costs one field."""
+    return f"w:{sink}:{replay}"
+
+
+@dataclass(frozen=True)
+class LogField:
+    kind: str  # "st", "a" or "w"
+    sink: str
+    replay: int = 0
+    number: int = 0
+
+
+def parse_log_field(field: str) -> LogField | None:
+    """A per-sink field of the log hash, or None for the event's own fields."""
+    kind, _, rest = field.partition(":")
+    parts = rest.split(":")
+    try:
+        if kind == "st" and len(parts) == 1:
+            return LogField(kind, parts[0])
+        if kind == "a" and len(parts) == 3:
+            return LogField(kind, parts[0], int(parts[1]), int(parts[2]))
+        if kind == "w" and len(parts) == 2:
+            return LogField(kind, parts[0], int(parts[1]))
+    except ValueError:
+        return None
+    return None
+
 
 # --- the stats hash: one counter per field, `<kind>:<subject>:<what>` ---------------------
 # Subjects (source and sink names) and event types contain no ':' (config validates names),

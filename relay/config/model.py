@@ -49,6 +49,15 @@ class DlqConfig(Strict):
     max_entries: int = Field(default=100_000, ge=100)
 
 
+class LogConfig(Strict):
+    """The event log (SPEC 9): what the relay remembers of each payment, and for how long."""
+
+    enabled: bool = True  # off: no history (benchmarks compare the cost); pause still works
+    retention: Duration = Field(default=7 * 86400.0, ge=60.0)
+    rejected_max_bytes: int = Field(default=16 * 1024 * 1024, ge=0, le=1024 * 1024 * 1024)
+    rejected_retention: Duration = Field(default=86400.0, ge=60.0)
+
+
 def _sources_union() -> Any:
     configs = tuple(cls.Config for cls in PROVIDERS.values())
     return Annotated[Union[configs], Field(discriminator="provider")]  # noqa: UP007
@@ -71,6 +80,7 @@ class RelayConfig(BaseModel):
     dedupe: DedupeConfig = DedupeConfig()
     worker: WorkerConfig = WorkerConfig()
     dlq: DlqConfig = DlqConfig()
+    log: LogConfig = LogConfig()
     retry: RetryConfig = RetryConfig()
     sources: dict[str, _sources_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
     sinks: dict[str, _sinks_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
