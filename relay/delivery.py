@@ -12,15 +12,16 @@ import asyncio
 import math
 import random
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 
-from relay import clock
+from relay import clock, pause
 from relay.admission import DEFAULT_RATE_WAIT_S, Admission
+from relay.attempt import Attempt, next_delay
 from relay.config.model import RelayConfig
-from relay.config.types import RetryConfig
 from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
 from relay.events import PaymentEvent, StoredEvent
 from relay.keys import (
@@ -31,6 +32,7 @@ from relay.keys import (
     event_stat,
     inbound_stat,
 )
+from relay.ledger import record as ledger
 from relay.logs import get_logger
 from relay.providers import InboundRequest, Provider
 from relay.queue import DELIVER, add_job
@@ -42,70 +44,39 @@ from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
 log = get_logger("relay.worker")
 
 MAX_WAITS = 2000  # 429 / rate-limit waits per delivery before a wait counts as an attempt
-_RNG = random.Random()  # jitter only, never secrets
 MIN_WAIT_CEILING_S = 3600.0  # a sink may always ask for up to an hour, whatever the schedule
 RATE_WAIT_INLINE_S = 2.0  # wait this long inside the job for a rate-limit slot, then reschedule
 
-# Mark deliveries done, count them and observe their latency: one script call per event,
-# because per-command client cost (not Redis) dominates a worker's CPU.
-# KEYS: state hash, stats hash, then per sink its latency and health hashes.
+# Mark deliveries done, count them, observe their latency and log the attempts: one script
+# call per event, because per-command client cost (not Redis) dominates a worker's CPU.
+# KEYS: state hash, stats hash, log event hash, then per sink its latency and health hashes.
 # ARGV: state TTL, now, then per sink: name, its stats field, latency bucket, seconds, write
-# health (1/0).
+# health (1/0), log attempt field, log attempt record.
 _DELIVERED = """
-local n = (#ARGV - 2) / 5
+local n = (#ARGV - 2) / 7
+local logged = redis.call('EXISTS', KEYS[3]) == 1
 for i = 0, n - 1 do
-  local name = ARGV[3 + 5 * i]
+  local name = ARGV[3 + 7 * i]
   redis.call('HSET', KEYS[1], name, 'ok')
-  redis.call('HINCRBY', KEYS[2], ARGV[4 + 5 * i], 1)
-  redis.call('HINCRBY', KEYS[3 + 2 * i], ARGV[5 + 5 * i], 1)
-  redis.call('HINCRBYFLOAT', KEYS[3 + 2 * i], 'sum', ARGV[6 + 5 * i])
-  if ARGV[7 + 5 * i] == '1' then
-    redis.call('HSET', KEYS[4 + 2 * i], 'last_ok_at', ARGV[2], 'gone', 0)
+  redis.call('HINCRBY', KEYS[2], ARGV[4 + 7 * i], 1)
+  redis.call('HINCRBY', KEYS[4 + 2 * i], ARGV[5 + 7 * i], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4 + 2 * i], 'sum', ARGV[6 + 7 * i])
+  if ARGV[7 + 7 * i] == '1' then
+    redis.call('HSET', KEYS[5 + 2 * i], 'last_ok_at', ARGV[2], 'gone', 0)
+  end
+  if logged then
+    redis.call('HSET', KEYS[3], 'st:' .. name, 'delivered', ARGV[8 + 7 * i], ARGV[9 + 7 * i])
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return n
 """
 
-# Claim an event for this inbound request (or find our own earlier claim after a crash), count
-# it, and return the delivery states: one round trip. Another carrier's claim -> duplicate.
-_CLAIM = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-elseif redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-  return false
-end
-return redis.call('HGETALL', KEYS[2])
+# The delivery's owner and whether its sink is paused, in the one read a retry job makes.
+# KEYS: delivery states, paused. ARGV: sink.
+_OWNER = """
+return {redis.call('HGET', KEYS[1], ARGV[1]) or '', redis.call('HEXISTS', KEYS[2], ARGV[1])}
 """
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt of one event to one sink (the kwargs of a `deliver` job)."""
-
-    event: StoredEvent
-    sink: str
-    number: int  # counts from 1; a rate-limit wait keeps it (the job kwarg is `attempt`)
-    waits: int
-    received_at: float
-
-    def job_kwargs(self) -> dict[str, Any]:
-        return {
-            "event": self.event.json,
-            "sink": self.sink,
-            "attempt": self.number,
-            "waits": self.waits,
-            "received_at": self.received_at,
-        }
-
-
-def next_delay(retry: RetryConfig, attempt: int, rng: random.Random | None = None) -> float | None:
-    """Seconds until attempt `attempt + 1`, or None when the schedule is used up."""
-    if attempt > len(retry.schedule):
-        return None
-    base = retry.schedule[attempt - 1]
-    return max(0.0, base * (1 + (rng or _RNG).uniform(-retry.jitter, retry.jitter)))
 
 
 class Pipeline:
@@ -123,8 +94,12 @@ class Pipeline:
         self.session = session
         self.dlq = DeadLetterQueue(redis, self.keys, config.dlq.max_entries)
         self.limiter = RateLimiter(redis)
-        self._claim = redis.register_script(_CLAIM)
+        self._claim = redis.register_script(ledger.CLAIM)
         self._delivered = redis.register_script(_DELIVERED)
+        self._owner = redis.register_script(_OWNER)
+        self._hold = redis.register_script(pause.HOLD)
+        # 0: the log is off (config log.enabled), which the claim script reads as "write none".
+        self.retention_s = int(config.log.retention) if config.log.enabled else 0
         self.window_ms = int(config.dedupe.window * 1000)
         longest = max([sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0])
         # Delivery state must outlive the longest retry schedule and the dedupe window.
@@ -163,16 +138,20 @@ class Pipeline:
         )
 
     async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
-        states = await self._claim(
-            keys=[self.keys.event_claim(event.id), self.keys.deliveries(event.id), self.keys.stats],
-            args=[
-                inbound_id,
-                self.window_ms,
-                event_stat(event.source, event.type),
-                event_stat(event.source, "duplicate"),
-            ],
+        stored = StoredEvent.of(event)
+        call = ledger.claim_call(
+            self.keys,
+            event,
+            stored.json,
+            inbound_id,
+            self.window_ms,
+            event_stat(event.source, event.type),
+            event_stat(event.source, "duplicate"),
+            self.retention_s,
+            route(self.sink_configs, event.type, event.source),
         )
-        if states is None:
+        claimed = await self._claim(keys=call.keys, args=call.args)
+        if claimed is None:
             log.info(
                 "duplicate event dropped",
                 event_id=event.id,
@@ -180,14 +159,42 @@ class Pipeline:
                 inbound_id=inbound_id,
             )
             return
-        done = {states[i].decode() for i in range(0, len(states), 2)}
-        stored = StoredEvent.of(event)
-        targets = [
-            name for name in route(self.sink_configs, event.type, event.source) if name not in done
+        go, held = ([name.decode() for name in names] for names in claimed)
+        go += [a.sink for a in await self.hold(stored, held, received_at, "") if a is not None]
+        if go:
+            await self.deliver_each([Attempt(stored, name, 1, 0, received_at) for name in go])
+
+    async def hold(
+        self, event: StoredEvent, sinks: list[str], received_at: float, owner: str
+    ) -> list[Attempt | None]:
+        """Hold each first attempt for a paused sink (relay.pause). Returns the attempts to
+        send now instead (the sink was resumed meanwhile); None for one held or not ours."""
+        return [
+            await self.hold_attempt(Attempt(event, sink, 1, 0, received_at), owner)
+            for sink in sinks
         ]
-        if not targets:
-            return
-        await self.deliver_each([Attempt(stored, name, 1, 0, received_at) for name in targets])
+
+    async def hold_attempt(self, attempt: Attempt, owner: str) -> Attempt | None:
+        """Park `attempt` while its sink is paused; the attempt itself when it is not."""
+        job_id = delivery_job_id(
+            attempt.event.id, attempt.sink, attempt.number, f"h{uuid.uuid4().hex[:10]}"
+        )
+        keys, args = pause.hold_call(
+            self.keys,
+            event_id=attempt.event.id,
+            sink=attempt.sink,
+            expected_owner=owner,
+            job_id=job_id,
+            kwargs=attempt.job_kwargs(),
+            received_at=attempt.received_at,
+            state_ttl_s=self.state_ttl_s,
+        )
+        result = int(await self._hold(keys=keys, args=args))
+        if result == 0:
+            return attempt
+        if result == 1:
+            log.info("delivery held: sink paused", **self._fields(attempt))
+        return None
 
     async def deliver_each(self, attempts: list[Attempt]) -> None:
         """Send to every sink at once and record each sink's outcome as soon as it is known:
@@ -232,15 +239,19 @@ class Pipeline:
 
     async def run_job(self, job_id: str, attempt: Attempt) -> None:
         """A `deliver` job: act only if this job still owns the (event, sink) delivery."""
-        state = await self.redis.hget(self.keys.deliveries(attempt.event.id), attempt.sink)
-        owner = f"job:{job_id}"
-        if state is not None and state.decode() != owner:
+        raw_state, paused = await self._owner(
+            keys=[self.keys.deliveries(attempt.event.id), self.keys.paused], args=[attempt.sink]
+        )
+        state, owner = raw_state.decode(), f"job:{job_id}"
+        if state and state != owner:
             log.info(
                 "delivery already handled",
                 event_id=attempt.event.id,
                 sink=attempt.sink,
-                state=state.decode(),
+                state=state,
             )
+            return
+        if paused and await self.hold_attempt(attempt, state) is None:
             return
         if attempt.sink not in self.sinks:
             outcome: Outcome = Failed(f"sink {attempt.sink!r} is no longer configured")
@@ -260,8 +271,10 @@ class Pipeline:
         if refused is not None:
             return refused
         outcome: Outcome | None = None
+        started = time.monotonic()
         try:
             outcome = await sink.deliver(self.session, attempt.event, attempt.number)
+            outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000))
         except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)
             reason = redact(f"internal error in sink: {type(exc).__name__}: {exc}")
@@ -285,7 +298,7 @@ class Pipeline:
         (one script call), and in one MULTI/EXEC for the rest, each state change with the
         retry job or dead letter it points at."""
         now = clock.now()
-        delivered = [attempt for attempt, outcome in results if isinstance(outcome, Delivered)]
+        delivered = [(a, o) for a, o in results if isinstance(o, Delivered)]
         failed: list[tuple[Attempt, RetryLater | Failed]] = [
             (a, o) for a, o in results if not isinstance(o, Delivered)
         ]
@@ -302,32 +315,52 @@ class Pipeline:
             if dead:
                 await self.dlq.trim()
 
-    async def _mark_delivered(self, attempts: list[Attempt], now: float) -> None:
-        event = attempts[0].event
-        keys = [self.keys.deliveries(event.id), self.keys.stats]
+    async def _mark_delivered(self, results: list[tuple[Attempt, Delivered]], now: float) -> None:
+        event = results[0][0].event
+        keys = [self.keys.deliveries(event.id), self.keys.stats, self.keys.log_event(event.id)]
         args: list[Any] = [self.state_ttl_s, now]
-        for attempt in attempts:
+        for attempt, outcome in results:
             sink, seconds = attempt.sink, max(0.0, now - attempt.received_at)
             write_health = now - self._last_ok_written.get(sink, 0.0) >= 1.0  # 1 s is enough
             if write_health:
                 self._last_ok_written[sink] = now
             keys += [self.keys.latency(sink), self.keys.sink_health(sink)]
+            entry = ledger.attempt_log(
+                attempt.sink,
+                attempt.replay,
+                attempt.number,
+                attempt.waits,
+                outcome,
+                "delivered",
+                now,
+            )
             args += [
                 sink,
                 delivery_stat(sink, "delivered"),
                 _bucket(seconds),
                 f"{seconds:.6f}",
                 int(write_health),
+                entry.field(),
+                entry.record(),
             ]
         await self._delivered(keys=keys, args=args)
-        # One line per event, not per sink: logging is a tenth of a worker's CPU.
-        log.info(
-            "delivered",
-            event_id=event.id,
-            source=event.source,
-            sink=",".join(a.sink for a in attempts),
-            attempt=attempts[0].number,
-        )
+        for attempt, outcome in results:  # SPEC 9: one line per sink and outcome
+            log.info(
+                "delivered", status=outcome.status, ms=outcome.duration_ms, **self._fields(attempt)
+            )
+
+    @staticmethod
+    def _fields(attempt: Attempt) -> dict[str, Any]:
+        """What every delivery log line names (SPEC 9)."""
+        payment = attempt.event.body.get("payment") or {}
+        return {
+            "event_id": attempt.event.id,
+            "payment_id": payment.get("id"),
+            "reference": payment.get("reference"),
+            "source": attempt.event.source,
+            "sink": attempt.sink,
+            "attempt": attempt.number,
+        }
 
     def _record_failure(
         self, pipe: Any, attempt: Attempt, outcome: RetryLater | Failed, now: float
@@ -335,12 +368,7 @@ class Pipeline:
         """A retry (the next attempt's job) or a dead letter; True for a dead letter."""
         event_id, sink = attempt.event.id, attempt.sink
         state_key = self.keys.deliveries(event_id)
-        fields = {
-            "event_id": event_id,
-            "source": attempt.event.source,
-            "sink": sink,
-            "attempt": attempt.number,
-        }
+        fields = self._fields(attempt)
         health = {
             "last_error": outcome.reason,
             "last_error_at": now,
@@ -354,6 +382,20 @@ class Pipeline:
             add_job(pipe, self.keys, job_id, DELIVER, following.job_kwargs(), delay)
             pipe.hset(state_key, sink, f"job:{job_id}")
             kind = "rate_limited" if following.number == attempt.number else "retry"
+            self._log_attempt(
+                pipe,
+                event_id,
+                ledger.attempt_log(
+                    attempt.sink,
+                    attempt.replay,
+                    attempt.number,
+                    attempt.waits,
+                    outcome,
+                    kind,
+                    now,
+                    delay,
+                ),
+            )
             pipe.hincrby(self.keys.stats, delivery_stat(sink, kind), 1)
             pipe.hset(self.keys.sink_health(sink), mapping=health)
             log.warning(
@@ -384,6 +426,13 @@ class Pipeline:
             ),
         )
         pipe.hset(state_key, sink, "dlq")
+        self._log_attempt(
+            pipe,
+            event_id,
+            ledger.attempt_log(
+                attempt.sink, attempt.replay, attempt.number, attempt.waits, outcome, "failed", now
+            ),
+        )
         pipe.hincrby(self.keys.stats, delivery_stat(sink, "failed"), 1)
         pipe.hset(self.keys.sink_health(sink), mapping=health)
         log.error("delivery dead-lettered", reason=outcome.reason, status=outcome.status, **fields)
@@ -408,17 +457,18 @@ class Pipeline:
             # A rate limit is a wait, not a failure: same attempt number, as long as asked.
             delay = min(ceiling, asked if asked is not None else DEFAULT_RATE_WAIT_S)
             delay += random.uniform(0, min(1.0, delay * 0.1))  # spread the herd a little
-            return delay, Attempt(
-                attempt.event, attempt.sink, attempt.number, attempt.waits + 1, attempt.received_at
-            )
+            return delay, attempt.then(attempt.number, attempt.waits + 1)
         scheduled = next_delay(retry, attempt.number)
         if scheduled is None:
             return None
         # Never sooner than Retry-After asks.
         delay = scheduled if asked is None else max(scheduled, min(ceiling, asked))
-        return delay, Attempt(
-            attempt.event, attempt.sink, attempt.number + 1, attempt.waits, attempt.received_at
-        )
+        return delay, attempt.then(attempt.number + 1, attempt.waits)
+
+    def _log_attempt(self, pipe: Any, event_id: str, entry: ledger.AttemptLog) -> None:
+        """The attempt and its state, in the caller's MULTI (EVAL: see ledger.record.WRITE)."""
+        if self.retention_s:
+            pipe.eval(ledger.WRITE, 1, self.keys.log_event(event_id), *entry.fields())
 
 
 def default_max_in_flight(concurrency: int) -> int:

@@ -198,6 +198,12 @@ class InboundStore:
         return Stored(id=job_id, duplicate=not created)
 
 
+def job_blob(function: str, kwargs: dict[str, Any], now_ms: int | None = None) -> bytes:
+    """A job as arq's worker reads it, for scripts that write jobs themselves (relay.pause)."""
+    enqueued = clock.now_ms() if now_ms is None else now_ms
+    return serialize_job(function, (), kwargs, None, enqueued, serializer=serialize)
+
+
 def add_job(
     pipe: Any,
     keys: Keys,
@@ -210,7 +216,7 @@ def add_job(
     points at it). NX on both: re-running the same step never replaces a job in flight."""
     now_ms = clock.now_ms()  # Redis's time: a worker with a wrong host clock still schedules right
     run_at_ms = now_ms + int(defer_s * 1000)
-    blob = serialize_job(function, (), kwargs, None, now_ms, serializer=serialize)
+    blob = job_blob(function, kwargs, now_ms)
     # arq drops a job whose key expired before it ran: keep it as long past its run time as
     # arq's own enqueue_job does.
     pipe.set(job_key_prefix + job_id, blob, px=run_at_ms - now_ms + expires_extra_ms, nx=True)

@@ -9,8 +9,9 @@ from typing import Any
 import aiohttp
 from arq.constants import job_key_prefix, retry_key_prefix
 
+from relay.attempt import Attempt, next_delay
 from relay.config.types import RetryConfig
-from relay.delivery import Attempt, Pipeline, next_delay
+from relay.delivery import Pipeline
 from relay.events import PaymentEvent, StoredEvent
 from relay.keys import Keys
 from relay.queue import deserialize

@@ -16,9 +16,10 @@ import orjson
 from arq import Retry
 from redis.exceptions import RedisError
 
+from relay.attempt import Attempt
 from relay.clock import CLOCK
 from relay.config.model import LoadedConfig
-from relay.delivery import Attempt, Pipeline
+from relay.delivery import Pipeline
 from relay.events import StoredEvent
 from relay.keys import WORKER_TTL_S, Keys
 from relay.logs import get_logger
@@ -64,14 +65,21 @@ async def process_inbound(
 
 
 async def deliver(
-    ctx: dict[str, Any], event: bytes, sink: str, attempt: int, waits: int, received_at: float
+    ctx: dict[str, Any],
+    event: bytes,
+    sink: str,
+    attempt: int,
+    waits: int,
+    received_at: float,
+    replay: int = 0,
 ) -> None:
     pipeline: Pipeline = ctx["pipeline"]
     deadline = asyncio.timeout(ctx["deadline_s"])
     try:
         async with deadline:
             await pipeline.run_job(
-                ctx["job_id"], Attempt(StoredEvent(event), sink, attempt, waits, received_at)
+                ctx["job_id"],
+                Attempt(StoredEvent(event), sink, attempt, waits, received_at, replay),
             )
     except (RedisError, OSError) as exc:  # OSError includes our own deadline's TimeoutError
         # As in process_inbound: stop before arq's job_timeout would delete the job.

@@ -41,6 +41,8 @@ USER_AGENT = f"payrelay/{__version__}"
 @dataclass(frozen=True)
 class Delivered:
     status: int | None = None
+    excerpt: str = ""  # the start of the answer, for the event log
+    duration_ms: int | None = None  # set by the worker around the send
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class RetryLater:
     after: float | None = None
     rate_limited: bool = False  # a 429: wait as asked without using up an attempt
     excerpt: str = ""
+    duration_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Failed:
     status: int | None = None
     excerpt: str = ""
     sink_gone: bool = False  # 404/410: the endpoint itself is gone; flagged in `relay status`
+    duration_ms: int | None = None
 
 
 Outcome = Delivered | RetryLater | Failed
@@ -207,7 +211,7 @@ def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Outco
     """SPEC 6: 2xx delivered; network, 408, 425, 429, 5xx retry; other statuses permanent."""
     text = excerpt(body)
     if 200 <= status < 300:
-        return Delivered(status)
+        return Delivered(status, text)
     after = retry_after_seconds(headers.get("Retry-After"))
     if status == 429:
         return RetryLater(

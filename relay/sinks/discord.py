@@ -211,7 +211,7 @@ def _field_value(name: str, value: str) -> str:
 def classify_discord(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     text = excerpt(body)
     if 200 <= status < 300:
-        return Delivered(status)
+        return Delivered(status, text)
     answer = _json(body)
     if status == 429:
         waits = [
