@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config.model import RelayConfig
 from relay.config.types import RetryConfig
 from relay.events import StoredEvent
 
@@ -44,3 +45,10 @@ def next_delay(retry: RetryConfig, attempt: int, rng: random.Random | None = Non
         return None
     base = retry.schedule[attempt - 1]
     return max(0.0, base * (1 + (rng or _RNG).uniform(-retry.jitter, retry.jitter)))
+
+
+def state_ttl_s(config: RelayConfig) -> int:
+    """How long an event's delivery states live: past the longest retry schedule (a day
+    more) and the dedupe window."""
+    longest = max([sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0])
+    return int(max(config.dedupe.window, longest + 86_400))

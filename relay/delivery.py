@@ -20,7 +20,7 @@ import aiohttp
 
 from relay import clock, pause
 from relay.admission import DEFAULT_RATE_WAIT_S, Admission
-from relay.attempt import Attempt, next_delay
+from relay.attempt import Attempt, next_delay, state_ttl_s
 from relay.config.model import RelayConfig
 from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
 from relay.events import PaymentEvent, StoredEvent
@@ -101,9 +101,7 @@ class Pipeline:
         # 0: the log is off (config log.enabled), which the claim script reads as "write none".
         self.retention_s = int(config.log.retention) if config.log.enabled else 0
         self.window_ms = int(config.dedupe.window * 1000)
-        longest = max([sum(config.retry_for(s).schedule) for s in config.sinks.values()] or [0.0])
-        # Delivery state must outlive the longest retry schedule and the dedupe window.
-        self.state_ttl_s = int(max(config.dedupe.window, longest + 86_400))
+        self.state_ttl_s = state_ttl_s(config)
         self.sink_configs = {name: sink.config for name, sink in sinks.items()}
         self.admission = Admission(
             {
