@@ -25,6 +25,7 @@ from relay.keys import (
     DELIVERY,
     DELIVERY_OUTCOMES,
     EVENT,
+    HOLD_AT_MS,
     INBOUND,
     WORKER_TTL_S,
     Keys,
@@ -93,9 +94,11 @@ async def take_snapshot(
 
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zcount(keys.queue, "-inf", now_ms)
-        pipe.zcount(keys.queue, f"({now_ms}", "+inf")
+        pipe.zcount(keys.queue, f"({now_ms}", f"({HOLD_AT_MS}")
         pipe.zrangebyscore(keys.queue, "-inf", now_ms, start=0, num=OLDEST_PAGE, withscores=True)
-        pipe.zrangebyscore(keys.queue, f"({now_ms}", "+inf", start=0, num=retry_scan_cap)
+        pipe.zrangebyscore(keys.queue, f"({now_ms}", f"({HOLD_AT_MS}", start=0, num=retry_scan_cap)
+        pipe.zcount(keys.queue, HOLD_AT_MS, "+inf")
+        pipe.hgetall(keys.paused)
         pipe.zcard(keys.dlq_index)
         pipe.hgetall(keys.stats)
         pipe.lrange(keys.rejections, 0, REJECTIONS_SHOWN - 1)
@@ -108,6 +111,8 @@ async def take_snapshot(
             scheduled,
             first_due,
             later,
+            held,
+            paused,
             dlq_size,
             stats,
             rejections,
@@ -133,10 +138,12 @@ async def take_snapshot(
         _sink_status(name, name in config.sinks, stats, *health[name], retrying.get(name, 0))
         for name in [*sink_names, *extra_sinks]
     ]
+    await _add_pauses(redis, keys, sinks, _hash(paused))
     queue = QueueDepth(
         waiting=max(0, int(due) - in_progress),
         scheduled=int(scheduled),
         in_progress=in_progress,
+        held=int(held),
         oldest_waiting_age_s=await _oldest_waiting_age(redis, keys, first_due, int(due), now_ms),
     )
     return Snapshot(
@@ -217,8 +224,28 @@ def _sink_status(
             sum=_float(latency.get("sum")) or 0.0,
             count=sum(buckets),  # the hash keeps no count: it is the sum of the buckets
         ),
-        **counts,
+        delivered=counts["delivered"],
+        retry=counts["retry"],
+        rate_limited=counts["rate_limited"],
+        failed=counts["failed"],
     )
+
+
+async def _add_pauses(
+    redis: Any, keys: Keys, sinks: list[SinkStatus], paused: dict[str, str]
+) -> None:
+    """Which sinks are paused, and how many deliveries each holds (one more round trip, only
+    while some sink is paused)."""
+    names = [s for s in sinks if s.name in paused]
+    if not names:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for sink in names:
+            pipe.zcard(keys.held(sink.name))
+        counts = await pipe.execute()
+    for sink, count in zip(names, counts, strict=True):
+        until = _int(paused[sink.name])
+        sink.paused, sink.paused_until, sink.held = True, until / 1000 if until else None, count
 
 
 def _retrying_by_sink(job_ids: list[Any]) -> dict[str, int]:

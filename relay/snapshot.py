@@ -24,6 +24,7 @@ class QueueDepth:
     waiting: int = 0  # runnable now, not yet picked up
     scheduled: int = 0  # runnable later: retries and rate-limit waits
     in_progress: int = 0  # jobs the live workers are running (from their heartbeats)
+    held: int = 0  # deliveries held for paused sinks (relay.pause)
     oldest_waiting_age_s: float | None = None  # None: nothing is waiting
 
 
@@ -67,12 +68,15 @@ class SinkStatus:
     last_error_at: float | None = None
     last_status: int | None = None
     gone: bool = False  # the endpoint answered 404/410: fix the URL
+    paused: bool = False  # `relay sinks pause`: its deliveries are held
+    paused_until: float | None = None  # None while paused: until resumed
+    held: int = 0  # deliveries waiting for the resume
     latency: Latency = field(default_factory=Latency)
 
     @property
     def healthy(self) -> bool:
-        """No error since the last success (or never an error)."""
-        if self.gone:
+        """No error since the last success (or never an error), and not paused."""
+        if self.gone or self.paused:
             return False
         if self.last_error_at is None:
             return True

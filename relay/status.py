@@ -124,6 +124,8 @@ def _sinks_table(snapshot: Snapshot) -> Table:
 def _sink_state(sink: Any) -> Text:
     if sink.gone:
         return Text("GONE", style="bold red")
+    if sink.paused:
+        return Text(f"PAUSED ({sink.held} held)", style="bold yellow")
     if not sink.healthy:
         return Text("failing", style="yellow")
     if sink.last_ok_at is None:

@@ -82,6 +82,7 @@ async def test_status_json(realistic: Realistic, redis_url: str, tmp_path: Path)
         "scheduled": 3,
         "in_progress": 0,
         "oldest_waiting_age_s": None,
+        "held": 0,
     }
     assert data["dlq_size"] == 2
     assert len(data["workers"]) == 1

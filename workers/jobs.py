@@ -23,6 +23,7 @@ from relay.delivery import Pipeline
 from relay.events import StoredEvent
 from relay.keys import WORKER_TTL_S, Keys
 from relay.logs import get_logger
+from relay.pause import resume_expired
 from relay.providers import build_sources
 from relay.queue import job_to_request
 from relay.sinks import SINKS
@@ -123,6 +124,9 @@ async def heartbeat(ctx: dict[str, Any], worker: Any) -> None:
         pipe.zadd(keys.workers, {ctx["worker_id"]: now})
         pipe.zremrangebyscore(keys.workers, "-inf", now - WORKER_TTL_S)
         await pipe.execute()
+    # A `relay sinks pause --for` that has run out is resumed by whichever worker beats first
+    # (resuming twice is harmless: the release re-scores the same held jobs).
+    await resume_expired(ctx["redis"], keys, ctx["loaded"].config)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

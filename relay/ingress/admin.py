@@ -104,12 +104,14 @@ class SnapshotCollector:
         depth = GaugeMetricFamily(
             "relay_queue_depth",
             "Jobs in the queue by state: waiting "
-            "(runnable now), scheduled (retries, later), in_progress.",
+            "(runnable now), scheduled (retries, later), in_progress, "
+            "held (for paused sinks).",
             labels=["state"],
         )
         depth.add_metric(["waiting"], snap.queue.waiting)
         depth.add_metric(["scheduled"], snap.queue.scheduled)
         depth.add_metric(["in_progress"], snap.queue.in_progress)
+        depth.add_metric(["held"], snap.queue.held)
         oldest = GaugeMetricFamily(
             "relay_queue_oldest_age_seconds",
             "Age of the oldest job waiting to run (0 when none waits).",
@@ -169,6 +171,11 @@ class SnapshotCollector:
         gone = GaugeMetricFamily(
             "relay_sink_gone", "1 when the sink's endpoint answered 404/410.", labels=["sink"]
         )
+        paused = GaugeMetricFamily(
+            "relay_sink_paused",
+            "1 while the sink is paused (relay sinks pause): its deliveries are held.",
+            labels=["sink"],
+        )
         last_ok = GaugeMetricFamily(
             "relay_sink_last_success_timestamp_seconds",
             "Unix time of the last delivery to the sink.",
@@ -189,11 +196,12 @@ class SnapshotCollector:
             latency.add_metric([sink.name], buckets, sink.latency.sum)
             retrying.add_metric([sink.name], sink.retrying_now)
             gone.add_metric([sink.name], int(sink.gone))
+            paused.add_metric([sink.name], int(sink.paused))
             if sink.last_ok_at is not None:
                 last_ok.add_metric([sink.name], sink.last_ok_at)
             if sink.last_error_at is not None:
                 last_err.add_metric([sink.name], sink.last_error_at)
-        return [deliveries, latency, retrying, gone, last_ok, last_err]
+        return [deliveries, latency, retrying, gone, paused, last_ok, last_err]
 
     def _workers(self) -> list[Metric]:
         workers = GaugeMetricFamily("relay_workers", "Worker processes with a live heartbeat.")
