@@ -119,8 +119,9 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default)
+def dumps(obj: Any, *, indent: bool = False) -> bytes:
+    """JSON with every Decimal's exact digits (as a JSON number); `indent` for people."""
+    return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 if indent else 0)
 
 
 def _no_constant(name: str) -> Any:

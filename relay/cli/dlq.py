@@ -19,7 +19,7 @@ from relay.cli.common import (
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
-    from relay.dlq import DeadLetter, DeadLetterQueue
+    from relay.dlq import DeadLetterQueue
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -44,25 +44,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def letter_json(letter: DeadLetter) -> dict[str, object]:
-    from relay.events import loads
-
-    return {
-        "id": letter.id,
-        "kind": letter.kind,
-        "source": letter.source,
-        "sink": letter.sink,
-        "event_id": letter.event_id,
-        "event_type": letter.event_type,
-        "attempts": letter.attempts,
-        "last_status": letter.last_status,
-        "reason": letter.reason,
-        "excerpt": letter.excerpt,
-        "failed_at": _when(letter.failed_at),
-        "event": loads(letter.event) if letter.event else None,
-    }
 
 
 async def run_dlq(loaded: LoadedConfig, redis_url: str, args: argparse.Namespace) -> int:
@@ -96,16 +77,12 @@ async def run_dlq(loaded: LoadedConfig, redis_url: str, args: argparse.Namespace
 
 
 async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
-    import orjson
+    from relay.events import dumps
+    from relay.operator import letter_json
 
     letters = await dlq.recent(limit=args.limit, sink=args.sink)
     if args.json:
-        sys.stdout.write(
-            orjson.dumps(
-                [letter_json(x) for x in letters], default=str, option=orjson.OPT_INDENT_2
-            ).decode()
-            + "\n"
-        )
+        sys.stdout.write(dumps([letter_json(x) for x in letters], indent=True).decode() + "\n")
         return 0
     total = await dlq.size()
     if not letters:
@@ -113,10 +90,12 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
         return 0
     print(f"{total} dead letter(s); newest first")
     for x in letters:
+        shown = letter_json(x)
         target = f"sink={x.sink}" if x.kind == "delivery" else "normalize"
         status = x.last_status or "-"
         print(
             f"{x.id}  {_when(x.failed_at)}  {target}  source={x.source}  "
             f"type={x.event_type or '-'}  attempts={x.attempts}  status={status}  {x.reason}"
+            f"  payment={shown['payment_id'] or '-'}  reference={shown['reference'] or '-'}"
         )
     return 0
