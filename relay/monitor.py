@@ -123,12 +123,7 @@ async def take_snapshot(
     stats = _hash(stats)
     sources, extra_sinks = _sources_and_sinks(stats, config)
     health = _health_pairs(sink_names, sink_hashes)
-    if extra_sinks:  # sinks removed from the config still have counters and maybe retries
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in extra_sinks:
-                pipe.hgetall(keys.sink_health(name))
-                pipe.hgetall(keys.latency(name))
-            health.update(_health_pairs(extra_sinks, await pipe.execute()))
+    health.update(await _removed_sinks_health(redis, keys, extra_sinks))
 
     workers = await _workers(redis, keys, worker_ids, now)
     memory = await read_memory(redis)  # its own round trip: a host may refuse INFO alone
@@ -229,6 +224,19 @@ def _sink_status(
         rate_limited=counts["rate_limited"],
         failed=counts["failed"],
     )
+
+
+async def _removed_sinks_health(
+    redis: Any, keys: Keys, names: list[str]
+) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Sinks removed from the config still have counters and maybe retries."""
+    if not names:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.sink_health(name))
+            pipe.hgetall(keys.latency(name))
+        return _health_pairs(names, await pipe.execute())
 
 
 async def _add_pauses(

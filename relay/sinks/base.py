@@ -20,7 +20,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -41,8 +41,10 @@ USER_AGENT = f"payrelay/{__version__}"
 @dataclass(frozen=True)
 class Delivered:
     status: int | None = None
-    excerpt: str = ""  # the start of the answer, for the event log
-    duration_ms: int | None = None  # set by the worker around the send
+    # What the answer said and how long it took are kept in the event log; they are not part
+    # of what an outcome means, so equality ignores them.
+    excerpt: str = field(default="", compare=False)
+    duration_ms: int | None = field(default=None, compare=False)  # set by the worker
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class RetryLater:
     after: float | None = None
     rate_limited: bool = False  # a 429: wait as asked without using up an attempt
     excerpt: str = ""
-    duration_ms: int | None = None
+    duration_ms: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Failed:
     status: int | None = None
     excerpt: str = ""
     sink_gone: bool = False  # 404/410: the endpoint itself is gone; flagged in `relay status`
-    duration_ms: int | None = None
+    duration_ms: int | None = field(default=None, compare=False)
 
 
 Outcome = Delivered | RetryLater | Failed
