@@ -6,6 +6,7 @@ Every key that can grow has a TTL or a cap (SPEC 7).
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 REJECTIONS_CAP = 200  # recent rejections kept for `relay status` (a list, trimmed on write)
@@ -256,3 +257,12 @@ def sink_of_job(job_id: str) -> str | None:
     """The sink a delivery job id belongs to; None for any other job."""
     match = _DELIVERY_JOB.fullmatch(job_id)
     return match.group(2) if match else None
+
+
+# --- rejected request ids: `rj_<received ms, 12 hex><random, 8 hex>` (Keys.rejected) ---------
+
+
+def rejection_id(received_ms: int, nonce: int | None = None) -> str:
+    """Time-ordered (ids sort as they were received) and unique (32 random bits per ms)."""
+    tail = secrets.randbits(32) if nonce is None else nonce & 0xFFFFFFFF
+    return f"rj_{received_ms & 0xFFFFFFFFFFFF:012x}{tail:08x}"

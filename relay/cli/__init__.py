@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from relay import __version__
-from relay.cli import check_config, dev, dlq, serve, status, trigger, worker
+from relay.cli import check_config, dev, dlq, rejections, serve, status, trigger, worker
 
 # The command modules, in the order `relay --help` lists them.
 COMMANDS = (
@@ -21,6 +21,7 @@ COMMANDS = (
     check_config,
     status,
     dlq,
+    rejections,
     trigger,
 )
 

@@ -21,6 +21,7 @@ from relay.providers import Provider, Rejected, build_sources
 from relay.queue import InboundStore
 from relay.redis import connect
 from relay.redis_memory import EvictingRedis
+from relay.rejected import Keeper, RejectedRequest
 
 log = get_logger("relay.ingress")
 
@@ -39,6 +40,29 @@ def _unavailable(app: web.Application, source: str) -> web.Response:
     return _error(503, "unavailable", {"Retry-After": RETRY_AFTER_S})
 
 
+def _as_received(
+    request: web.Request, source: str, body: bytes | None, address: str, at: float = 0.0
+) -> RejectedRequest:
+    """A rejected request as received, for relay.rejected to keep (minus its secrets)."""
+    return RejectedRequest(
+        source=source,
+        method=request.method,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        client_ip=address,
+        received_at=at or clock.now(),
+        has_token="token" in request.match_info,
+    )
+
+
+async def _body_if_any(request: web.Request, limit: int) -> bytes | None:
+    """The body of a request to an unknown source, kept so a source added later can replay it."""
+    try:
+        return await read_body(request, limit)
+    except (ClientPayloadError, TooLarge):
+        return None
+
+
 async def receive_webhook(request: web.Request) -> web.Response:
     app = request.app
     loaded = app[CONFIG]
@@ -49,21 +73,29 @@ async def receive_webhook(request: web.Request) -> web.Response:
     rejections = app[REJECTIONS]
 
     if provider is None:
-        await rejections.record(source, False, 404, "unknown_source", "no such source", address)
+        kept = _as_received(
+            request, source, await _body_if_any(request, server.max_body_bytes), address
+        )
+        await rejections.record(
+            source, False, 404, "unknown_source", "no such source", address, kept
+        )
         return _error(404, "unknown_source")
     try:
         body = await read_body(request, server.max_body_bytes)
     except ClientPayloadError:
-        await rejections.record(source, True, 400, "malformed", "incomplete request body", address)
+        reason = "incomplete request body"
+        kept = _as_received(request, source, None, address)
+        await rejections.record(source, True, 400, "malformed", reason, address, kept)
         return _error(400, "malformed")
     except TooLarge:
         reason = f"body over {server.max_body_bytes} bytes"
-        await rejections.record(source, True, 413, "too_large", reason, address)
+        kept = _as_received(request, source, None, address)  # no byte of it is kept
+        await rejections.record(source, True, 413, "too_large", reason, address, kept)
         return _error(413, "too_large")
     if not ip_allowed(address, provider.config.allowed_ips):
-        await rejections.record(
-            source, True, 403, "ip_not_allowed", f"{address} not allowed", address
-        )
+        reason = f"{address} not allowed"
+        kept = _as_received(request, source, body, address)
+        await rejections.record(source, True, 403, "ip_not_allowed", reason, address, kept)
         return _error(403, "ip_not_allowed")
 
     inbound = InboundRequest(
@@ -77,8 +109,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         provider.verify(inbound)
     except Rejected as rejected:
+        kept = _as_received(request, source, body, address, inbound.received_at)
         await rejections.record(
-            source, True, rejected.status, rejected.error, rejected.reason, address
+            source, True, rejected.status, rejected.error, rejected.reason, address, kept
         )
         return _error(rejected.status, rejected.error)
 
@@ -133,7 +166,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     keys = Keys(loaded.config.key_prefix)
     app[REDIS] = redis
     app[STORE] = InboundStore(redis, keys, loaded.config.dedupe.window)
-    app[REJECTIONS] = RejectionLog(redis, keys)
+    app[REJECTIONS] = RejectionLog(redis, keys, Keeper(redis, keys, loaded.config.log))
     guard = app[GUARD] = IngressGuard(redis, keys, loaded.config, log)
     try:
         await _check_redis_at_start(guard, loaded.config.allow_redis_eviction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -12,6 +12,9 @@ from aiohttp import web
 from relay import clock
 from relay.keys import REJECTIONS_CAP, UNKNOWN_SOURCE, Keys, inbound_stat
 from relay.logs import get_logger
+
+if TYPE_CHECKING:
+    from relay.rejected import Keeper, PendingKeep, RejectedRequest
 
 log = get_logger("relay.ingress")
 
@@ -67,16 +70,27 @@ def ip_allowed(
 
 
 class RejectionLog:
-    """Every rejection: a log line, a counter and an entry in a capped list for `relay status`."""
+    """Every rejection: a log line, a counter, an entry in a capped list for `relay status` and,
+    with a keeper, the request itself for `relay rejections` (relay.rejected): one round trip."""
 
-    def __init__(self, redis: Any, keys: Keys) -> None:
+    def __init__(self, redis: Any, keys: Keys, keeper: Keeper | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.keeper = keeper
 
     async def record(
-        self, source: str, known: bool, status: int, error: str, reason: str, client: str
+        self,
+        source: str,
+        known: bool,
+        status: int,
+        error: str,
+        reason: str,
+        client: str,
+        kept: RejectedRequest | None = None,
     ) -> None:
         name = source if known else UNKNOWN_SOURCE
+        pending = self.keeper.prepare(kept, status, error, reason) if self.keeper and kept else None
+        extra = {"rejection_id": pending.id} if pending else {}
         log.warning(
             "webhook rejected",
             source=source[:64],
@@ -84,22 +98,33 @@ class RejectionLog:
             error=error,
             reason=reason,
             client_ip=client,
+            **extra,
         )
-        entry = orjson.dumps(
-            {
-                "at": clock.now(),
-                "source": source[:64],
-                "status": status,
-                "error": error,
-                "reason": reason[:300],
-                "client_ip": client,
-            }
-        )
+        entry = {
+            "at": clock.now(),
+            "source": source[:64],
+            "status": status,
+            "error": error,
+            "reason": reason[:300],
+            "client_ip": client,
+        }
+        if pending:
+            entry["id"] = pending.id  # the kept request: `relay rejections show ID`
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(self.keys.rejections, entry)
-                pipe.ltrim(self.keys.rejections, 0, REJECTIONS_CAP - 1)
-                pipe.hincrby(self.keys.stats, inbound_stat(name, error), 1)
-                await pipe.execute()
+            await self._write(orjson.dumps(entry), inbound_stat(name, error), pending)
         except Exception as exc:  # noqa: BLE001 - the answer stands even if Redis is down
             log.warning("could not record rejection", error=str(exc))
+
+    async def _write(self, entry: bytes, stat: str, pending: PendingKeep | None) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(self.keys.rejections, entry)
+            pipe.ltrim(self.keys.rejections, 0, REJECTIONS_CAP - 1)
+            pipe.hincrby(self.keys.stats, stat, 1)
+            if self.keeper and pending:
+                self.keeper.queue(pipe, pending)  # the request itself, in the same round trip
+            results = await pipe.execute(raise_on_error=False)
+        errors = [result for result in results[:3] if isinstance(result, Exception)]
+        if errors:
+            raise errors[0]
+        if self.keeper and pending:
+            await self.keeper.settle(pending, results[3])

@@ -68,6 +68,9 @@ class Provider(ABC):
     Config: ClassVar[type[SourceConfig]]
     # Header names (lower case) stored with the job because normalize reads them.
     keep_headers: ClassVar[tuple[str, ...]] = ()
+    # Header names (lower case) that carry a credential (an API key, not a signature): never
+    # kept with a rejected request (relay.rejected), so such a request cannot be verified again.
+    secret_headers: ClassVar[tuple[str, ...]] = ()
     # Canonical types `sample()` can produce, for `relay trigger` (e.g. "paid", "completed").
     sample_events: ClassVar[tuple[str, ...]] = ()
 

@@ -40,6 +40,7 @@ class IvpayProvider(Provider):
     kind = "ivpay"
     Config = IvpayConfig
     sample_events: ClassVar[tuple[str, ...]] = ("created", "pending", "paid", "expired")
+    secret_headers: ClassVar[tuple[str, ...]] = ("x-api-key",)  # the merchant's API key itself
     config: IvpayConfig
 
     def verify(self, request: InboundRequest) -> None:
