@@ -7,8 +7,11 @@ own requests within one request, which is what bounds the cost):
 - **In flight.** At most `max_in_flight` requests to one sink at a time. A sink that hangs
   holds a worker slot for its whole timeout; without a cap a hung sink at 30 events/s with a
   15 s timeout wants 450 slots, takes all 200, and every other sink waits behind it. Past
-  the cap a delivery is not sent: it is an attempt that failed fast ("saturated"), retried on
-  the sink's schedule like a timeout would have been, without holding a slot.
+  the cap a delivery is not sent. While the sink's last answer was a success and it answered
+  within the last BUSY_SILENCE_S, it is only busy (a burst, e.g. a resume releasing held
+  deliveries): the delivery waits about a second without using an attempt. Otherwise the sink is sick: it is an attempt that failed
+  fast ("saturated"), retried on the sink's schedule like a timeout would have been, without
+  holding a slot.
 - **429.** After a sink answers 429, nothing more is sent to it until the wait it asked for
   has passed, then one request a second (`PROBE_INTERVAL_S`) until one succeeds. Deliveries
   held back wait without using an attempt, as a 429 itself does (SPEC 6). A 429 storm then
@@ -26,6 +29,8 @@ from relay.sinks import Delivered, Outcome, RetryLater
 PROBE_INTERVAL_S = 1.0  # after a 429 storm: one request a second until the sink answers 2xx
 MAX_HOLD_SPREAD_S = 60.0
 DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
+BUSY_WAIT_S = 1.0  # a delivery to a busy (healthy, at its cap) sink looks again this soon
+BUSY_SILENCE_S = 1.0  # no answer for this long with requests out: not busy but sick
 
 
 @dataclass
@@ -35,6 +40,8 @@ class _SinkState:
     limited: bool = False  # a 429 was seen and no 2xx since: send at most one per probe
     next_probe_at: float = 0.0
     held: int = 0  # deliveries held back since the last 2xx: spreads their next look
+    answering: bool = True  # the last answer was a success (or none came yet)
+    last_heard: float = 0.0  # monotonic: the last answer, or the first request after idling
 
     def hold(self, until: float, now: float, reason: str) -> RetryLater:
         # Held deliveries come back spread over a window that grows with how many were held,
@@ -75,10 +82,18 @@ class Admission:
             state.next_probe_at = now + PROBE_INTERVAL_S
         cap = self._caps.get(sink)
         if cap is not None and state.in_flight >= cap:
+            if state.answering and now - state.last_heard < BUSY_SILENCE_S:
+                return RetryLater(
+                    f"busy: {cap} requests to this sink already in flight",
+                    after=BUSY_WAIT_S + random.uniform(0, BUSY_WAIT_S),
+                    rate_limited=True,
+                )
             return RetryLater(
                 f"saturated: {cap} requests to this sink already in flight "
                 "(it answers too slowly or not at all)"
             )
+        if state.in_flight == 0:
+            state.last_heard = now
         state.in_flight += 1
         return None
 
@@ -86,6 +101,9 @@ class Admission:
         """After a request that `enter` let through (outcome None: it raised)."""
         state = self._state(sink)
         state.in_flight -= 1
+        state.last_heard = time.monotonic()
+        if not (isinstance(outcome, RetryLater) and outcome.rate_limited):
+            state.answering = isinstance(outcome, Delivered)
         if isinstance(outcome, Delivered):
             state.limited = False
             state.held = 0
