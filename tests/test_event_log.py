@@ -24,7 +24,13 @@ TX = "0x4fd6f1e67f2b4abbff4216138d1aeebfd4a56d8f05d05f0ad43550bfbaf41bb1"
 
 def config(server: SinkServer, *, with_new: bool = False, **shop: Any) -> dict[str, Any]:
     sinks: dict[str, Any] = {
-        "shop": {"type": "http", "url": server.url("/shop"), "secret": WHSEC, "retry": FAST, **shop},
+        "shop": {
+            "type": "http",
+            "url": server.url("/shop"),
+            "secret": WHSEC,
+            "retry": FAST,
+            **shop,
+        },
         "ops": {"type": "slack", "url": server.slack_url(), "retry": FAST},
     }
     if with_new:
@@ -54,7 +60,7 @@ async def post(client: Any, payload: bytes) -> str:
 
 
 def accepted(server: SinkServer, path: str) -> list[str]:
-    return [r.headers["webhook-id"] for r in server.requests(path) if r.status == 200]  # noqa: PLR2004
+    return [r.headers["webhook-id"] for r in server.requests(path) if r.status == 200]
 
 
 async def settled(redis: Any, event_id: str, sink: str, state: str) -> dict[str, Any]:
@@ -213,7 +219,7 @@ async def test_a_resend_keeps_the_earlier_attempts(
     planned = await replay.plan(redis, loaded.config, ids=[event_id], sinks=["shop"])
     assert [p.replay for p in planned.deliveries] == [1]
     await replay.run(redis, loaded.config, planned.deliveries)
-    await wait_for(lambda: len(accepted(sink_server, "/shop")) == 2)  # noqa: PLR2004
+    await wait_for(lambda: len(accepted(sink_server, "/shop")) == 2)
     assert accepted(sink_server, "/shop") == [event_id, event_id]
 
     async def both_rounds() -> bool:
