@@ -137,3 +137,24 @@ def test_unknown_source_in_sink_rules() -> None:
     with pytest.raises(ConfigError) as info:
         validate({"sinks": {"l": {"type": "log", "sources": ["ghost"]}}})
     assert info.value.errors == [("sinks.l.sources[0]", "unknown source 'ghost'")]
+
+
+def test_unset_secrets_get_stand_ins_for_the_redis_only_commands() -> None:
+    """SPEC 8: `relay status`, `dlq`, `events`... read the config on a laptop that holds no
+    provider or sink secret; each unset ${VAR} gets a value its key accepts."""
+    raw = {
+        "sources": {"ivpay": {"provider": "ivpay", "api_key": "${IVPAY_API_KEY}"}},
+        "sinks": {
+            "ops": {"type": "discord", "url": "${DISCORD_WEBHOOK_URL}"},
+            "shop": {"type": "http", "url": "https://shop.example/h", "secret": "${SHOP_WHSEC}"},
+        },
+    }
+    with pytest.raises(ConfigError):
+        validate(raw, env={})
+    loaded = validate(raw, env={}, unset_ok=True)
+    assert set(loaded.config.sinks) == {"ops", "shop"}
+    assert loaded.config.sources["ivpay"].api_key == ["${IVPAY_API_KEY}"]  # type: ignore[attr-defined]
+    broken = {**raw, "sinks": {"ops": {"type": "discord", "url": "not a url"}}}
+    with pytest.raises(ConfigError) as caught:
+        validate(broken, env={}, unset_ok=True)  # a real mistake is still an error
+    assert any(where == "sinks.ops.url" for where, _ in caught.value.errors)

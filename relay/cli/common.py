@@ -39,12 +39,14 @@ def add_command(
     return parser
 
 
-def load(path: str | None) -> LoadedConfig:
-    """The validated config, or every error on stderr and exit 2."""
+def load(path: str | None, *, unset_ok: bool = False) -> LoadedConfig:
+    """The validated config, or every error on stderr and exit 2. `unset_ok` for commands
+    that only read or steer Redis (SPEC 8): unset `${VAR}`s are no error, since an operator's
+    laptop holds no provider or sink secret (such a config must never verify or send)."""
     from relay.config.model import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path, unset_ok=unset_ok)
     except ConfigError as exc:
         print(f"{exc.path}: invalid configuration ({len(exc.errors)} error(s))", file=sys.stderr)
         for where, message in exc.errors:

@@ -38,7 +38,7 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load(tool_config_path(args.config))
+    loaded = load(tool_config_path(args.config), unset_ok=True)
     return asyncio.run(run_dlq(loaded, need_redis(loaded), args))
 
 

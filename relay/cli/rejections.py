@@ -69,7 +69,8 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load(tool_config_path(args.config))
+    # Replay verifies with the sources' secrets; list and show need none (SPEC 8).
+    loaded = load(tool_config_path(args.config), unset_ok=args.rejections_command != "replay")
     return asyncio.run(run_rejections(loaded, need_redis(loaded), args))
 
 

@@ -37,7 +37,7 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = load(tool_config_path(args.config))
+    loaded = load(tool_config_path(args.config), unset_ok=True)
     return run_status(loaded, need_redis(loaded), as_json=args.json, watch=args.watch)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -22,12 +22,15 @@ def path_str(path: tuple[Any, ...]) -> str:
 
 
 def interpolate(
-    tree: Any, env: Mapping[str, str] | None = None
+    tree: Any,
+    env: Mapping[str, str] | None = None,
+    unset: Callable[[str, str], str] | None = None,
 ) -> tuple[Any, list[tuple[str, str]], set[str]]:
     """Substitute environment variables throughout a parsed YAML tree.
 
     Returns the new tree, the errors as (path, message), and every value that came from the
-    environment (the logger redacts those: secrets arrive that way).
+    environment (the logger redacts those: secrets arrive that way). With `unset`, a variable
+    that is not set is no error: `unset(path, name)` gives the text put in its place.
     """
     env = os.environ if env is None else env
     errors: list[tuple[str, str]] = []
@@ -47,6 +50,8 @@ def interpolate(
                 return env[name]
             if default is not None:
                 return default
+            if unset is not None:
+                return unset(path_str(path), name)
             errors.append((path_str(path), f"environment variable {name} is not set"))
             return ""
 

@@ -144,13 +144,31 @@ def _message(error: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
+# What an unset `${VAR}` becomes for the commands that only read or steer Redis (SPEC 8):
+# the reference itself first, then values each kind of key accepts, tried in turn per key.
+_STAND_INS = (
+    "${{{name}}}",
+    "https://unset.invalid/{name}",
+    "whsec_dW5zZXQtc2VjcmV0LXN0YW5kLWluLWZvci10b29scyE=",
+)
+
+
 def validate(
-    raw: Any, path: str = "<config>", env: Mapping[str, str] | None = None
+    raw: Any,
+    path: str = "<config>",
+    env: Mapping[str, str] | None = None,
+    *,
+    unset_ok: bool = False,
 ) -> LoadedConfig:
+    """The validated config, or ConfigError with every error and its path. `unset_ok`: an
+    unset `${VAR}` is no error but a stand-in value (for `relay status`, `events`, ...,
+    which never use a secret: an operator's laptop does not hold them)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(path, [("(top level)", "the file must hold a YAML mapping")])
+    if unset_ok:
+        return _with_stand_ins(raw, path, env)
     tree, errors, from_env = interpolate(raw, env)
     config: RelayConfig | None = None
     try:
@@ -168,7 +186,30 @@ def validate(
     return LoadedConfig(config=config, path=path, secrets=_secret_values(config) | from_env)
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
+def _with_stand_ins(raw: dict[str, Any], path: str, env: Mapping[str, str] | None) -> LoadedConfig:
+    choice: dict[str, int] = {}
+
+    def stand_in(where: str, name: str) -> str:
+        return _STAND_INS[choice.setdefault(where, 0)].format(name=name)
+
+    for _ in _STAND_INS:
+        tree, _errors, _ = interpolate(raw, env, stand_in)
+        try:
+            config = RelayConfig.model_validate(tree)
+        except ValidationError as exc:
+            wrong = {path_str(_loc(tuple(e["loc"]))) for e in exc.errors()} & set(choice)
+            if not wrong or any(choice[w] + 1 >= len(_STAND_INS) for w in wrong):
+                break
+            for where in wrong:
+                choice[where] += 1
+            continue
+        return LoadedConfig(config=config, path=path, secrets=_secret_values(config))
+    return validate(raw, path, env)  # the errors as they are
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, unset_ok: bool = False
+) -> LoadedConfig:
     resolved = str(path or os.environ.get("RELAY_CONFIG") or DEFAULT_PATH)
     try:
         text = Path(resolved).read_text(encoding="utf-8")
@@ -184,7 +225,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> LoadedConfig:
         raise ConfigError(
             resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
         ) from None
-    return validate(raw, resolved)
+    return validate(raw, resolved, unset_ok=unset_ok)
 
 
 def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
