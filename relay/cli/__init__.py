@@ -11,7 +11,20 @@ from __future__ import annotations
 import argparse
 
 from relay import __version__
-from relay.cli import check_config, dev, dlq, rejections, serve, status, trigger, worker
+from relay.cli import (
+    check_config,
+    dev,
+    dlq,
+    events,
+    payments,
+    rejections,
+    replay,
+    serve,
+    sinks,
+    status,
+    trigger,
+    worker,
+)
 
 # The command modules, in the order `relay --help` lists them.
 COMMANDS = (
@@ -20,6 +33,10 @@ COMMANDS = (
     dev,
     check_config,
     status,
+    events,
+    payments,
+    replay,
+    sinks,
     dlq,
     rejections,
     trigger,
