@@ -130,14 +130,17 @@ class Setup:
     redis_url: str
     forks: Forks
 
-    async def relay(self, *args: str, stdin: str = os.devnull, redis_url: str = "") -> Ran:
+    async def relay(
+        self, *args: str, stdin: str = os.devnull, redis_url: str = "", secrets: bool = True
+    ) -> Ran:
         """`relay ARGS --config PATH` in a process of its own (an arg `@config` puts --config
-        there instead); `stdin` a path (a terminal's, to answer a question)."""
+        there instead); `stdin` a path (a terminal's, to answer a question); without `secrets`,
+        none of the config's `${VAR}`s is set (an operator's laptop)."""
         where = list(args).index("@config") if "@config" in args else len(args)
         argv = [*args[:where], "--config", str(self.path), *args[where + 1 :]]
         env = {
-            **os.environ,
-            **TEST_SECRETS,
+            **{k: v for k, v in os.environ.items() if k not in TEST_SECRETS},
+            **(TEST_SECRETS if secrets else {}),
             "REDIS_URL": redis_url or self.redis_url,
             "RELAY_CONFIG": "",
             "NO_COLOR": "1",
@@ -334,6 +337,8 @@ async def test_bad_input_unknown_ids_and_no_redis(
         assert (ran.code, ran.out) == (code, ""), ran
         assert message in ran.err, (message, ran.err)
     assert (results[-1].code, results[-1].out) == (0, "no logged event matches\n")
+    laptop = await s.relay("sinks", "pause", "shop", secrets=False)  # SPEC 8: no secret needed
+    assert laptop.code == 0 and "shop paused" in laptop.out, laptop.err
     down = await s.console_script("sinks", redis_url="redis://127.0.0.1:1")
     assert down.code == 2 and "cannot reach Redis at redis://127.0.0.1:1" in down.err
 

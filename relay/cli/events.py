@@ -57,8 +57,9 @@ def add_json(parser: argparse.ArgumentParser, *, inner: bool = False) -> None:
 
 def operate(args: argparse.Namespace, command: str, work: Work) -> int:
     """Load the config, find Redis and run `work(redis, loaded)`; its exit code, or 2 for a bad
-    query or no Redis and 1 for an unknown id (the message on stderr)."""
-    loaded = load(tool_config_path(args.config))
+    query or no Redis and 1 for an unknown id (the message on stderr). These commands only read
+    or steer Redis: they need no provider or sink secret (SPEC 8), so unset `${VAR}`s are fine."""
+    loaded = load(tool_config_path(args.config), unset_ok=True)
     redis_url = need_redis(loaded)
     logs_to_stderr(loaded.secrets)
     return asyncio.run(_operate(loaded, redis_url, command, work))
