@@ -136,17 +136,18 @@ class Pipeline:
         )
 
     async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
-        stored = StoredEvent.of(event)
+        targets = route(self.sink_configs, event.type, event.source)
         call = ledger.claim_call(
             self.keys,
             event,
-            stored.json,
+            event.to_json(),
             inbound_id,
             self.window_ms,
             event_stat(event.source, event.type),
             event_stat(event.source, "duplicate"),
             self.retention_s,
-            route(self.sink_configs, event.type, event.source),
+            [(name, self.sink_configs[name].drops_stale()) for name in targets],
+            max(self.retention_s, self.state_ttl_s),
         )
         claimed = await self._claim(keys=call.keys, args=call.args)
         if claimed is None:
@@ -157,7 +158,19 @@ class Pipeline:
                 inbound_id=inbound_id,
             )
             return
-        go, held = ([name.decode() for name in names] for names in claimed)
+        go_raw, held_raw, sequence, stale, dropped = claimed
+        if event.payment.id:  # SPEC 11: numbered and judged in the claim, atomically
+            event = replace(
+                event, stale=bool(stale), payment=replace(event.payment, sequence=int(sequence))
+            )
+        stored = StoredEvent.of(event)
+        for name in dropped:
+            log.info(
+                "delivery dropped: stale event",
+                **self._fields(Attempt(stored, name.decode(), 0, 0, received_at)),
+            )
+        go = [name.decode() for name in go_raw]
+        held = [name.decode() for name in held_raw]
         go += [a.sink for a in await self.hold(stored, held, received_at, "") if a is not None]
         if go:
             await self.deliver_each([Attempt(stored, name, 1, 0, received_at) for name in go])

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from relay.payments import REVIEW_REASONS
+
 EVENT_TYPES = (
     "payment.created",
     "payment.pending",
@@ -144,7 +146,11 @@ class Payment:
     id: str | None = None
     reference: str | None = None
     status: str = "other"
+    # 1, 2, 3, ... in the order the relay accepted this payment's events (SPEC 11); set by
+    # the worker when it accepts the event, None before (and for an event with no payment id).
+    sequence: int | None = None
     amount: str | None = None
+    amount_received: str | None = None  # what has arrived, where the provider says
     currency: str | None = None
     fiat_amount: str | None = None
     fiat_currency: str | None = None
@@ -153,6 +159,7 @@ class Payment:
     tx_url: str | None = None
     confirmations: int | None = None
     description: str | None = None
+    review_reason: str | None = None  # payment.review: underpaid, overpaid, late, compliance, other
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,9 @@ class PaymentEvent:
     received_at: str
     payment: Payment
     data: Any = field(default=None)
+    # The payment already had an event of a later stage (SPEC 11); set by the worker.
+    stale: bool = False
+    reconciled: bool = False  # found by asking the provider's API, not by a webhook
 
     @classmethod
     def build(
@@ -184,8 +194,11 @@ class PaymentEvent:
         if type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {type!r}")
         fields = dict(payment or {})
-        for money in ("amount", "fiat_amount"):
+        for money in ("amount", "fiat_amount", "amount_received"):
             fields[money] = exact_decimal(fields.get(money))
+        if fields.get("review_reason") is not None:
+            reason = str(fields["review_reason"])
+            fields["review_reason"] = reason if reason in REVIEW_REASONS else "other"
         for text in ("id", "reference", "currency", "fiat_currency", "network", "tx_hash"):
             if fields.get(text) is not None:
                 fields[text] = str(fields[text])

@@ -115,6 +115,11 @@ class Keys:
         """List of one payment's event ids in the order the relay accepted them."""
         return f"{self.prefix}:log:pay:{source}:{payment_id}"
 
+    def payment_state(self, source: str, payment_id: str) -> str:
+        """Hash: the payment's event count (`seq`), the highest stage seen (`rank`) and each
+        event's `sequence:stale` (SPEC 11). TTL: the log's retention, at least the window."""
+        return f"{self.prefix}:pay:{source}:{payment_id}"
+
     def log_find(self, value: str) -> str:
         """Set of the event ids a payment id, merchant reference, tx hash or inbound id names."""
         return f"{self.prefix}:log:find:{value}"
@@ -150,6 +155,7 @@ class Keys:
 # Sink names contain no ':' (config validates names), so a field splits at ':'.
 
 LOG_EVENT, LOG_INBOUND, LOG_AT, LOG_SOURCE, LOG_TYPE = "e", "in", "at", "src", "type"
+LOG_SEQUENCE, LOG_STALE = "seq", "stale"  # SPEC 11, known once the claim numbered the event
 LOG_STATES = ("pending", "delivered", "retrying", "paused", "failed", "dropped")
 HELD_TTL_S = 30 * 86400  # a paused sink holds its deliveries this long at most
 # Held delivery jobs sit in arq's queue at this score (year 33658): never due, until resume

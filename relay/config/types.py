@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -145,3 +145,9 @@ class SinkConfig(Strict):
     # is retried on schedule, so a hung sink cannot take every slot. None: half of
     # worker.concurrency.
     max_in_flight: int | None = Field(default=None, ge=1)
+    # A stale event (SPEC 11): `deliver` it with `"stale": true`, or `drop` it (logged as
+    # `dropped`). None: deliver for http (the receiver sees the flag), drop for the others.
+    stale: Literal["deliver", "drop"] | None = None
+
+    def drops_stale(self) -> bool:
+        return self.stale == "drop" or (self.stale is None and self.type != "http")

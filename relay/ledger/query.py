@@ -22,7 +22,9 @@ from relay.keys import (
     LOG_AT,
     LOG_EVENT,
     LOG_INBOUND,
+    LOG_SEQUENCE,
     LOG_SOURCE,
+    LOG_STALE,
     LOG_STATES,
     LOG_TYPE,
     Keys,
@@ -146,15 +148,28 @@ def event_record(event_id: str, raw: dict[Any, Any]) -> dict[str, Any] | None:
         return None
     event = loads(fields[LOG_EVENT])
     payment = event.get("payment") or {}
+    if LOG_SEQUENCE in fields:  # numbered when accepted, after the JSON was logged
+        payment["sequence"] = int(fields[LOG_SEQUENCE])
+        event["stale"] = fields.get(LOG_STALE) == b"1"
     return {
         "id": event_id,
         "type": _text(fields.get(LOG_TYPE, event.get("type", ""))),
         "source": _text(fields.get(LOG_SOURCE, event.get("source", ""))),
         "inbound_id": _text(fields.get(LOG_INBOUND, b"")) or None,
         "accepted_at": _time(fields.get(LOG_AT)),
+        "sequence": payment.get("sequence"),
+        "stale": bool(event.get("stale")),
         "payment": {
             key: payment.get(key)
-            for key in ("id", "reference", "status", "amount", "currency", "tx_hash")
+            for key in (
+                "id",
+                "reference",
+                "status",
+                "amount",
+                "amount_received",
+                "currency",
+                "tx_hash",
+            )
         },
         "deliveries": _deliveries(fields),
         "event": event,
@@ -169,6 +184,8 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
         "type": record["type"],
         "source": record["source"],
         "accepted_at": record["accepted_at"],
+        "sequence": record["sequence"],
+        "stale": record["stale"],
         "payment_id": payment["id"],
         "reference": payment["reference"],
         "amount": payment["amount"],
@@ -267,7 +284,8 @@ async def _timeline(
         listed = [_text(i) for i in await redis.lrange(keys.log_payment(source, payment_id), 0, -1)]
         ordered = list(dict.fromkeys(listed)) or found
     events = await get_events(redis, keys, ordered)
-    latest = events[-1] if events else None
+    current = [e for e in events if not e["stale"]]  # a stale status never moves it back
+    latest = current[-1] if current else None
     return {
         "source": source,
         "payment_id": payment_id,

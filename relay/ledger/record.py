@@ -23,24 +23,30 @@ from relay.keys import (
     LOG_AT,
     LOG_EVENT,
     LOG_INBOUND,
+    LOG_SEQUENCE,
     LOG_SOURCE,
+    LOG_STALE,
     LOG_TYPE,
     Keys,
     log_attempt_field,
     log_state_field,
     log_wait_field,
 )
+from relay.payments import rank
 from relay.sinks.base import Delivered, Outcome
 
 ANSWER_BYTES = 512  # of each attempt's answer (SPEC 9)
 
 # Claim an event for this inbound request (or find our own earlier claim after a crash), count
-# it, log it, and sort the routed sinks into "send now" and "hold" (paused): one round trip.
-# Another carrier's claim -> duplicate (false).
-# KEYS: claim, delivery states, stats, paused, log event, log index, payment list (the log
-# event key again when the event names no payment), then the lookup sets.
+# it, number it within its payment and judge it stale (SPEC 11), log it, and sort the routed
+# sinks into "send now", "hold" (paused) and "dropped" (stale, for sinks that drop those):
+# one round trip. Another carrier's claim -> duplicate (false).
+# KEYS: claim, delivery states, stats, paused, log event, log index, payment list, payment
+# state (both the log event key again when the event names no payment), then the lookups.
 # ARGV: inbound id, window ms, stat field, duplicate field, retention s (0: log off), event id,
-# event JSON, source, type, has payment (1/0), sink count, then the routed sinks.
+# event JSON, source, type, has payment (1/0), sink count, the routed sinks, then: the
+# event's rank ('' for none), payment state TTL s, and per routed sink 1 if it drops stale.
+# Returns {send now, hold, sequence, stale, dropped}.
 CLAIM = (
     LUA_NOW_MS
     + f"""
@@ -63,17 +69,42 @@ if claimed and ttl > 0 then
     redis.call('RPUSH', KEYS[7], ARGV[6])
     redis.call('EXPIRE', KEYS[7], ttl)
   end
-  for i = 8, #KEYS do
+  for i = 9, #KEYS do
     redis.call('SADD', KEYS[i], ARGV[6])
     redis.call('EXPIRE', KEYS[i], ttl)
   end
 end
 local logged = ttl > 0 and redis.call('EXISTS', KEYS[5]) == 1
-local go, hold = {{}}, {{}}
-for i = 12, 11 + tonumber(ARGV[11]) do
+local n = tonumber(ARGV[11])
+local seq, stale = 0, 0
+if ARGV[10] == '1' then
+  local mine = 'e:' .. ARGV[6]
+  local known = redis.call('HGET', KEYS[8], mine)
+  if known then
+    local colon = string.find(known, ':')
+    seq, stale = tonumber(string.sub(known, 1, colon - 1)), tonumber(string.sub(known, colon + 1))
+  else
+    seq = redis.call('HINCRBY', KEYS[8], 'seq', 1)
+    local r = tonumber(ARGV[12 + n])
+    if r then
+      local top = tonumber(redis.call('HGET', KEYS[8], 'rank') or '-1')
+      if top > r then stale = 1 elseif r > top then redis.call('HSET', KEYS[8], 'rank', r) end
+    end
+    redis.call('HSET', KEYS[8], mine, seq .. ':' .. stale)
+    redis.call('EXPIRE', KEYS[8], ARGV[13 + n])
+  end
+  if logged then redis.call('HSET', KEYS[5], '{LOG_SEQUENCE}', seq, '{LOG_STALE}', stale) end
+end
+local go, hold, dropped = {{}}, {{}}, {{}}
+for i = 12, 11 + n do
   local sink = ARGV[i]
   if redis.call('HEXISTS', KEYS[2], sink) == 0 then
-    if redis.call('HEXISTS', KEYS[4], sink) == 1 then
+    if stale == 1 and ARGV[13 + n + i - 11] == '1' then
+      redis.call('HSET', KEYS[2], sink, 'dropped')
+      redis.call('EXPIRE', KEYS[2], ARGV[13 + n])
+      if logged then redis.call('HSET', KEYS[5], 'st:' .. sink, 'dropped') end
+      table.insert(dropped, sink)
+    elseif redis.call('HEXISTS', KEYS[4], sink) == 1 then
       table.insert(hold, sink)
     else
       table.insert(go, sink)
@@ -81,7 +112,7 @@ for i = 12, 11 + tonumber(ARGV[11]) do
     end
   end
 end
-return {{go, hold}}
+return {{go, hold, seq, stale, dropped}}
 """
 )
 
@@ -115,13 +146,19 @@ def claim_call(
     stat: str,
     duplicate_stat: str,
     retention_s: int,
-    targets: list[str],
+    targets: list[tuple[str, bool]],
+    payment_ttl_s: int,
 ) -> Claim:
-    """The keys and arguments of one CLAIM call (retention_s 0: the log is off)."""
+    """The keys and arguments of one CLAIM call (retention_s 0: the log is off). `targets`:
+    the routed sinks, each with whether it drops stale events."""
     payment_id = event.payment.id
     payment_key = (
         keys.log_payment(event.source, payment_id) if payment_id else keys.log_event(event.id)
     )
+    state_key = (
+        keys.payment_state(event.source, payment_id) if payment_id else keys.log_event(event.id)
+    )
+    stage = rank(event.type)
     lookups = lookup_values(event, inbound_id)
     return Claim(
         keys=[
@@ -132,6 +169,7 @@ def claim_call(
             keys.log_event(event.id),
             keys.log_index,
             payment_key,
+            state_key,
             *(keys.log_find(value) for value in lookups),
         ],
         args=[
@@ -146,7 +184,10 @@ def claim_call(
             event.type,
             1 if payment_id else 0,
             len(targets),
-            *targets,
+            *(name for name, _ in targets),
+            "" if stage is None else stage,
+            payment_ttl_s,
+            *(int(drops) for _, drops in targets),
         ],
     )
 
