@@ -74,7 +74,8 @@ async def plan(
     sinks: list[str] | None = None,
 ) -> Plan:
     """What a replay would send: by ids (`evt_` or `in_`), else every event `flt` matches
-    (its `limit` ignored, its `sink` filter choosing events, not targets)."""
+    (its `limit` ignored, its `sink` filter choosing events, not targets). With no sinks named
+    and a state filter, only the deliveries in that state are sent again."""
     keys = Keys(config.key_prefix)
     for name in sinks or []:
         if name not in config.sinks:
@@ -85,6 +86,10 @@ async def plan(
     for record in records:
         states = {d["sink"]: d for d in record["deliveries"]}
         targets = sinks or route(sink_configs, record["type"], record["source"])
+        if not sinks and flt is not None and flt.state:
+            # `--state failed` with no sink named: resend where it failed, not to the sinks
+            # that already have it (Discord and Slack cannot drop a duplicate).
+            targets = [s for s in targets if s in states and states[s]["state"] == flt.state]
         for sink in targets:
             delivery = states.get(sink)
             rounds = [a["replay"] for a in delivery["attempts"]] if delivery else []

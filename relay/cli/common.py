@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -95,3 +95,19 @@ def fast_event_loop() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def logs_to_stderr(secrets: Iterable[str]) -> None:
+    """The relay's own log lines (warnings and worse only: a replay would log each delivery) as
+    JSON on stderr, redacted as everywhere: stdout is the command's answer, `--json` a document."""
+    import logging
+
+    import structlog
+
+    from relay import logs
+
+    logs.configure(secrets, "WARNING")
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(sys.stderr)

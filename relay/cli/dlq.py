@@ -13,6 +13,7 @@ from relay.cli.common import (
     Subcommands,
     add_command,
     load,
+    logs_to_stderr,
     need_redis,
     tool_config_path,
 )
@@ -39,6 +40,7 @@ def add_parser(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     loaded = load(tool_config_path(args.config), unset_ok=True)
+    logs_to_stderr(loaded.secrets)  # a replay logs each letter: stdout is the answer
     return asyncio.run(run_dlq(loaded, need_redis(loaded), args))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from relay.cli.common import (
@@ -21,6 +21,7 @@ from relay.cli.common import (
     Subcommands,
     add_command,
     load,
+    logs_to_stderr,
     need_redis,
     tool_config_path,
 )
@@ -63,22 +64,6 @@ def operate(args: argparse.Namespace, command: str, work: Work) -> int:
     redis_url = need_redis(loaded)
     logs_to_stderr(loaded.secrets)
     return asyncio.run(_operate(loaded, redis_url, command, work))
-
-
-def logs_to_stderr(secrets: Iterable[str]) -> None:
-    """The relay's own log lines (warnings and worse only: a replay would log each delivery) as
-    JSON on stderr, redacted as everywhere: stdout is the command's answer, `--json` a document."""
-    import logging
-
-    import structlog
-
-    from relay import logs
-
-    logs.configure(secrets, "WARNING")
-    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
 
 
 async def _operate(loaded: LoadedConfig, redis_url: str, command: str, work: Work) -> int:

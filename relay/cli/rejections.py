@@ -20,6 +20,7 @@ from relay.cli.common import (
     Subcommands,
     add_command,
     load,
+    logs_to_stderr,
     need_redis,
     tool_config_path,
 )
@@ -71,6 +72,7 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     # Replay verifies with the sources' secrets; list and show need none (SPEC 8).
     loaded = load(tool_config_path(args.config), unset_ok=args.rejections_command != "replay")
+    logs_to_stderr(loaded.secrets)  # stdout is the answer (and with --json, a document)
     return asyncio.run(run_rejections(loaded, need_redis(loaded), args))
 
 
