@@ -9,6 +9,7 @@ Rejected requests have their own module (relay.rejected), which follows the same
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from relay.ledger.query import BadQuery
 from relay.monitor import take_snapshot
 
 __all__ = ["BadQuery", "NotFound"]
+
+MAX_PAUSE_S = 365 * 86400  # longer than a year is not "for a while": pause until resumed
 
 
 class NotFound(LookupError):
@@ -47,14 +50,21 @@ async def event_filter(
 ) -> query.EventFilter:
     now = await redis_now(redis) if since or until else 0.0
     return query.EventFilter(
-        since=query.parse_when(since, now) if since else None,
-        until=query.parse_when(until, now) if until else None,
+        since=_when(since, now) if since else None,
+        until=_when(until, now) if until else None,
         source=source or None,
         type=type or None,
         sink=sink or None,
         state=state or None,
         limit=50 if limit is None else limit,
     )
+
+
+def _when(text: str, now: float) -> float:
+    moment = query.parse_when(text, now)
+    if not math.isfinite(moment):  # a duration of 400 digits: no float, no Redis score holds it
+        raise BadQuery(f"not a time: {text[:40]!r}… (too long ago)")
+    return moment
 
 
 # --- events and payments ----------------------------------------------------------------------
@@ -171,6 +181,8 @@ async def sink_pause(
             raise BadQuery(str(exc)) from None
         if seconds <= 0:
             raise BadQuery("--for must be longer than 0")
+        if seconds > MAX_PAUSE_S:
+            raise BadQuery("--for must be at most 365d (or pause until resumed)")
     return _pause_json(await pause.pause(redis, Keys(config.key_prefix), name, seconds))
 
 

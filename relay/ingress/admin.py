@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import secrets
 import time
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from prometheus_client.core import (
 from redis.exceptions import RedisError
 
 from relay import __version__
+from relay.ingress.auth import token_matches
 from relay.ingress.state import CONFIG, REDIS
 from relay.keys import DELIVERY_OUTCOMES, INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
 from relay.monitor import take_snapshot
@@ -53,25 +53,9 @@ def add_routes(app: web.Application) -> None:
 
 def _authorized(request: web.Request, allow_query: bool) -> bool:
     """Open when no token is configured; else the bearer token (or `?token=` where allowed),
-    compared in constant time."""
+    compared in constant time (relay.ingress.auth)."""
     expected = request.app[CONFIG].config.admin.token
-    if not expected:
-        return True
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    candidates = [given.strip()] if scheme.lower() == "bearer" else []
-    if allow_query and "token" in request.query:
-        candidates.append(request.query["token"])
-    # Compare every candidate (no short-circuit on the first) so timing says nothing either.
-    results = [hmac.compare_digest(_token_bytes(c), _token_bytes(expected)) for c in candidates]
-    return any(results)
-
-
-def _token_bytes(token: str) -> bytes:
-    """A token as bytes, for any text: header bytes that are not UTF-8 reach us as lone
-    surrogates, which plain `.encode()` refuses (a 500). `surrogatepass` never raises and maps
-    each text to its own bytes, so the bytes are equal exactly when the tokens are."""
-    return token.encode("utf-8", "surrogatepass")
+    return not expected or token_matches(request, expected, allow_query=allow_query)
 
 
 def _unauthorized() -> web.Response:

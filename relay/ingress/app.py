@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from relay import clock
 from relay.config.model import LoadedConfig
 from relay.inbound import InboundRequest
-from relay.ingress import admin
+from relay.ingress import admin, api
 from relay.ingress.guard import RejectionLog, TooLarge, client_ip, ip_allowed, read_body
 from relay.ingress.shedding import IngressGuard, is_out_of_memory
 from relay.ingress.state import CONFIG, GUARD, REDIS, REJECTIONS, SOURCES, STORE
@@ -217,4 +217,5 @@ def create_app(loaded: LoadedConfig) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     admin.add_routes(app)
+    api.add_routes(app)  # /api/: the operator's JSON API
     return app
