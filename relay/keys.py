@@ -57,6 +57,13 @@ class Keys:
         return f"{self.prefix}:dlv:{event_id}"
 
     @property
+    def wake(self) -> str:
+        """List of at most one token, pushed when a job becomes due now (the ingress's store,
+        a retry due at once, a resume); idle workers block on it between poll ticks, so a new
+        job waits for no tick. A lost token costs one tick, never a job."""
+        return f"{self.prefix}:wake"
+
+    @property
     def stats(self) -> str:
         """Hash of counters (inbound per source/outcome, deliveries per sink/outcome). Bounded by config."""
         return f"{self.prefix}:stats"

@@ -51,7 +51,8 @@ end
 return 1
 """
 
-# KEYS: paused, held set, queue. ARGV: sink, batch, spacing ms, offset, only when expired (1/0).
+# KEYS: paused, held set, queue, wake. ARGV: sink, batch, spacing ms, offset, only when
+# expired (1/0).
 # Re-scores the oldest held jobs to now (+ spacing each); unpauses once none is left.
 # Returns {left, released ids...}; {-1} when `only when expired` and it has not expired.
 _RELEASE = (
@@ -66,7 +67,11 @@ local spacing, offset = tonumber(ARGV[3]), tonumber(ARGV[4])
 for i, id in ipairs(ids) do
   redis.call('ZADD', KEYS[3], 'XX', now_ms + math.floor((offset + i - 1) * spacing), id)
 end
-if #ids > 0 then redis.call('ZREM', KEYS[2], unpack(ids)) end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[2], unpack(ids))
+  redis.call('LPUSH', KEYS[4], 1)
+  redis.call('LTRIM', KEYS[4], 0, 0)
+end
 local left = redis.call('ZCARD', KEYS[2])
 if left == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 table.insert(ids, 1, left)
@@ -125,7 +130,7 @@ async def resume(
     released = 0
     while True:
         left, *ids = await script(
-            keys=[keys.paused, keys.held(sink), keys.queue],
+            keys=[keys.paused, keys.held(sink), keys.queue, keys.wake],
             args=[sink, RELEASE_BATCH, spacing, released, int(only_if_expired)],
         )
         if int(left) < 0:

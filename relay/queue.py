@@ -29,7 +29,7 @@ __all__ = ["delivery_job_id", "sink_of_job"]  # re-exported: the job format live
 PROCESS_INBOUND = "process_inbound"
 DELIVER = "deliver"
 
-# KEYS: byte-identical marker, arq job key, arq queue, stats hash.
+# KEYS: byte-identical marker, arq job key, arq queue, stats hash, wake list.
 # ARGV: job id, marker TTL ms, job blob, job TTL ms, (unused), stored field, duplicate field.
 # The job is scored with Redis's own clock (relay.clock), never the ingress host's.
 _STORE = (
@@ -42,6 +42,8 @@ end
 redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('ZADD', KEYS[3], now_ms, ARGV[1])
 redis.call('HINCRBY', KEYS[4], ARGV[6], 1)
+redis.call('LPUSH', KEYS[5], 1)
+redis.call('LTRIM', KEYS[5], 0, 0)
 return 1
 """
 )
@@ -184,6 +186,7 @@ class InboundStore:
                 job_key_prefix + job_id,
                 self.keys.queue,
                 self.keys.stats,
+                self.keys.wake,
             ],
             args=[
                 job_id,
@@ -221,3 +224,11 @@ def add_job(
     # arq's own enqueue_job does.
     pipe.set(job_key_prefix + job_id, blob, px=run_at_ms - now_ms + expires_extra_ms, nx=True)
     pipe.zadd(keys.queue, {job_id: run_at_ms}, nx=True)
+    if defer_s <= 0:
+        wake(pipe, keys)
+
+
+def wake(pipe: Any, keys: Keys) -> None:
+    """Tell an idle worker a job is due now (Keys.wake), inside the caller's pipeline."""
+    pipe.lpush(keys.wake, 1)
+    pipe.ltrim(keys.wake, 0, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -49,3 +50,23 @@ async def test_semantic_duplicate_is_dropped(
     assert stats[b"in:ivpay:stored"] == b"2" and stats[b"evt:ivpay:duplicate"] == b"1"
     assert stats[b"dlv:console:delivered"] == b"1"
     assert worker.jobs_complete == 2 and worker.jobs_failed == worker.jobs_retried == 0
+
+
+async def test_an_idle_worker_wakes_on_enqueue_not_on_its_tick(
+    ingress: Any, run_worker: Any, redis: Any, config_factory: Any
+) -> None:
+    """With a 30 s poll tick, a stored webhook still runs at once: the store pushes a wake
+    token the idle worker blocks on (SPEC-free latency work of issue 16)."""
+    client = await ingress(CONFIG)
+    await run_worker(config_factory(CONFIG), poll_delay=30.0)
+    await asyncio.sleep(0.3)  # the worker is now blocked between ticks
+    response = await client.post(
+        "/hooks/ivpay", data=body(extra="wake"), headers={"X-API-KEY": KEY}
+    )
+    assert response.status == 200
+
+    async def delivered() -> bool:
+        return await redis.hget("relay:stats", "dlv:console:delivered") == b"1"
+
+    await wait_for(delivered, timeout=10)  # long before the 30 s tick
+    assert await redis.llen("relay:wake") <= 1  # capped at one token

@@ -76,14 +76,21 @@ class RelayWorker(Worker):
     which the relay does not use, are left out); tests/test_arq_contract.py pins the arq code
     this relies on."""
 
+    # Wake on enqueue: arq's own loop sleeps `poll_delay` between ticks (it is built with 0
+    # here); this loop waits that long at most, on the wake list (Keys.wake) that every store
+    # of a job due now pushes to, so an idle worker starts a new job within a round trip.
+    wake_key: str = ""
+    tick_s: float = 0.05
+
     async def _poll_iteration(self) -> None:
         for job_id, job in list(self.tasks.items()):
             if job.done():
                 del self.tasks[job_id]
                 job.result()  # as arq does: an error in run_job ends the loop (run_worker)
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
-            await self._claim_due(self.max_jobs - self.job_counter)
+        free = self.max_jobs - self.job_counter if self.allow_pick_jobs else 0
+        claimed = await self._claim_due(free) if free > 0 else 0
         await self.heart_beat()
+        await self._wait_for_work(idle=free > 0 and claimed < free)
         # A cancel (SIGTERM, shutdown) that arrives while redis-py is inside a command can be
         # lost: the command returns normally and the task stays "cancelling" (measured with
         # redis-py 5.3 on Python 3.11: the loop then polls forever). Honour it here.
@@ -104,7 +111,16 @@ class RelayWorker(Worker):
         self._last_beat, self._last_running = now, running
         await heartbeat(self.ctx, self)
 
-    async def _claim_due(self, free: int) -> None:
+    async def _wait_for_work(self, *, idle: bool) -> None:
+        """Until a wake token or the tick. Busy (no free slot, or a full batch claimed): only
+        a short sleep, leaving the token to an idle worker."""
+        if not idle or not self.wake_key:
+            await asyncio.sleep(self.tick_s)
+            return
+        # BLPOP takes a fractional timeout since Redis 6; redis-py's stub says int only.
+        await self.pool.blpop([self.wake_key], timeout=self.tick_s)  # type: ignore[arg-type, misc]
+
+    async def _claim_due(self, free: int) -> int:
         script = getattr(self, "_claim_script", None)
         if script is None:
             script = self._claim_script = self.pool.register_script(_CLAIM_DUE)
@@ -126,6 +142,7 @@ class RelayWorker(Worker):
             task = self.loop.create_task(self.run_job(job_id, int(float(reply[i + 1]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+        return (len(reply) - 1) // 2
 
 
 def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
@@ -155,7 +172,7 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "max_jobs": config.worker.concurrency,
-        "poll_delay": config.worker.poll_delay,
+        "poll_delay": 0,  # RelayWorker waits instead, on the wake list (see wake_key)
         "queue_read_limit": max(1000, config.worker.concurrency * 5),
         "job_timeout": timeout,
         "keep_result": 0,
@@ -166,8 +183,10 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
         "ctx": ctx,
         "log_results": False,
     }
+    tick_s = float(overrides.pop("poll_delay", config.worker.poll_delay))
     options.update(overrides)
     worker = RelayWorker(**options)
+    worker.wake_key, worker.tick_s = keys.wake, tick_s
     worker.ctx["worker"] = worker
     return worker
 
