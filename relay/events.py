@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -44,11 +45,16 @@ def _small_int(value: Any) -> int | None:
     return int(value)
 
 
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
 def exact_decimal(value: Any) -> str | None:
-    """The decimal digits a provider sent, as a string; never through a binary float.
+    """The decimal digits a provider sent, as a plain decimal string; never through a float.
 
     Payloads are parsed with `loads()` below, so JSON numbers arrive as `Decimal` holding the
     sent digits. A float reaching here means someone parsed with a lossy parser: refuse it.
+    Text (a form field, a JSON string) is treated as a JSON number would be (SPEC 4): a plain
+    decimal is kept as sent, an exponent form becomes plain (`"1.0E-5"` -> `0.000010`).
     """
     if value is None or value == "":
         return None
@@ -62,11 +68,15 @@ def exact_decimal(value: Any) -> str | None:
         return str(value)
     if isinstance(value, str):
         text = value.strip()
+        if _PLAIN_DECIMAL.fullmatch(text):
+            return text  # the digits as sent: "0.10" stays "0.10"
+        # Anything else that is a number (`1.0E-5` as Java writes a double, `.5`, `+2`) is
+        # written plain with the value and precision sent, as a JSON number would be.
         try:
-            Decimal(text)
+            number = Decimal(text)
         except InvalidOperation:
             return None
-        return text
+        return _plain(number) if number.is_finite() else None  # NaN, Infinity: no amount
     return None
 
 

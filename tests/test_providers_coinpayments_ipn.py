@@ -105,3 +105,9 @@ def test_deposit_txn_id_is_the_transaction_hash() -> None:
         "1.5",
         "LTC",
     )
+
+
+def test_exponent_amount_in_a_form_field_becomes_plain() -> None:
+    """A form amount written `1.0E-5` (as Java writes a double) becomes 0.000010 (SPEC 4)."""
+    event = normalize(form(amount2="1.0E-5", currency2="BTC", currency1="USD", amount1="1E+1"))
+    assert (event.payment.amount, event.payment.fiat_amount) == ("0.000010", "10")
