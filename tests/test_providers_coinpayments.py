@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from relay.providers import PROVIDERS, InboundRequest
+from relay.providers import PROVIDERS, InboundRequest, Rejected
 from relay.providers.coinpayments import CoinpaymentsProvider, signature
 from tests.conftest import TEST_SECRETS, make_config
 
@@ -71,6 +72,16 @@ def test_tolerance_is_configurable() -> None:
     """`timestamp_tolerance: 1h` accepts a request signed ten minutes ago."""
     sent = {k.lower(): v for k, v in headers(BODY, when=stamp(time.time() - 600)).items()}
     provider(timestamp_tolerance="1h").verify(InboundRequest(source="cp", body=BODY, headers=sent))
+
+
+def test_stale_reason_says_how_old() -> None:
+    """A request signed 10 minutes ago is rejected as stale, "600 s old" (not "from now")."""
+    now = int(time.time())
+    sent = {k.lower(): v for k, v in headers(BODY, when=stamp(now - 600)).items()}
+    with pytest.raises(Rejected) as rejected:
+        provider().verify(InboundRequest(source="cp", body=BODY, headers=sent, received_at=now))
+    assert rejected.value.error == "stale_timestamp"
+    assert rejected.value.reason.endswith("is 600 s old"), rejected.value.reason
 
 
 def test_docs_example_normalizes() -> None:

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from relay.config.model import ConfigError
-from relay.providers import PROVIDERS, InboundRequest
+from relay.providers import PROVIDERS, InboundRequest, Rejected
 from relay.providers.standard_webhooks import StandardWebhooksProvider
 from tests.conftest import TEST_SECRETS, make_config
 
@@ -82,6 +82,23 @@ def test_tolerance_is_configurable() -> None:
     """`timestamp_tolerance: 1h` accepts a message signed ten minutes ago."""
     sent = headers(BODY, when=time.time() - 600)
     provider(timestamp_tolerance="1h").verify(request(BODY, sent))
+
+
+def test_stale_reason_says_how_old_or_how_far_ahead() -> None:
+    """A message signed 10 minutes ago reads "600 s old"; one 10 minutes ahead "in the future"."""
+    now = time.time()
+    for offset, words in ((-600, "600 s old"), (600, "600 s in the future")):
+        sent = headers(BODY, when=now + offset)
+        inbound = InboundRequest(
+            source="partner",
+            body=BODY,
+            headers={k.lower(): v for k, v in sent.items()},
+            received_at=int(now),
+        )
+        with pytest.raises(Rejected) as rejected:
+            provider().verify(inbound)
+        assert rejected.value.error == "stale_timestamp"
+        assert rejected.value.reason.endswith(words), rejected.value.reason
 
 
 def test_example_normalizes_through_fields() -> None:

@@ -279,6 +279,13 @@ def parse_instant(text: str) -> float | None:
     return moment.timestamp()
 
 
+def skew_text(sent_at: float, now: float) -> str:
+    """How far a signed timestamp is from the receipt time, for a stale_timestamp reason:
+    `600 s old` (sent 10 minutes before it arrived) or `30 s in the future` (a fast clock)."""
+    seconds = int(now - sent_at)
+    return f"{seconds} s old" if seconds >= 0 else f"{-seconds} s in the future"
+
+
 def body_digest(body: bytes) -> str:
     """A digest of the raw body: the dedupe key of last resort (only byte-identical repeats)."""
     return hashlib.sha256(body).hexdigest()[:32]

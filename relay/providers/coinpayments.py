@@ -48,6 +48,7 @@ from relay.providers.base import (
     parse_json_object,
     safe_time,
     scalar,
+    skew_text,
     stale_timestamp,
     token_matches,
     value_digest,
@@ -132,7 +133,7 @@ class CoinpaymentsProvider(Provider):
         now = request.received_at or time.time()
         if abs(now - sent_at) > config.timestamp_tolerance:
             raise stale_timestamp(
-                f"X-CoinPayments-Timestamp {stamp.strip()[:32]} outside tolerance"
+                f"X-CoinPayments-Timestamp {stamp.strip()[:32]} is {skew_text(sent_at, now)}"
             )
         check_json_object(request.body)
 

@@ -31,6 +31,7 @@ from relay.providers.base import (
     header_bytes,
     hmac_digest,
     parse_json_object,
+    skew_text,
     stale_timestamp,
 )
 from relay.providers.mapping import ALL_SAMPLE_EVENTS, MappedProvider, MappedSourceConfig
@@ -96,7 +97,7 @@ class StandardWebhooksProvider(MappedProvider):
         # a clock or queueing problem to look at, never a forgery.
         now = request.received_at or time.time()
         if abs(now - sent_at) > self.config.timestamp_tolerance:
-            raise stale_timestamp(f"webhook-timestamp {sent_at} is {int(now - sent_at)} s from now")
+            raise stale_timestamp(f"webhook-timestamp {sent_at} is {skew_text(sent_at, now)}")
         check_json_object(request.body)
 
     def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
