@@ -138,6 +138,74 @@ def test_without_event_id_payment_and_event_are_the_key() -> None:
     assert normalize("btcpay", BTCPAY_BODY).id == normalize("btcpay", orjson.dumps(redelivery)).id
 
 
+def received_payment(delivery: str, txid: str, value: str, **extra: Any) -> bytes:
+    """BTCPay's InvoiceReceivedPayment for one on-chain payment, shaped as BTCPay's
+    WebhookInvoiceReceivedPaymentEvent (`payment.id` is `<txid>-<vout>`, as BTCPay's own
+    tests assert): a first delivery has originalDeliveryId == deliveryId (WebhookSender)."""
+    body = {
+        **orjson.loads(BTCPAY_BODY),
+        "deliveryId": delivery,
+        "originalDeliveryId": delivery,
+        "type": "InvoiceReceivedPayment",
+        "afterExpiration": False,
+        "paymentMethodId": "BTC-CHAIN",
+        "payment": {
+            "id": f"{txid}-0",
+            "receivedDate": 1726248785,
+            "value": value,
+            "fee": "0.0000014",
+            "status": "Processing",
+            "destination": "bc1qexampledestination0000000000000000000",
+        },
+    }
+    for name in ("manuallyMarked", "overPaid"):
+        body.pop(name)
+    return orjson.dumps({**body, **extra})
+
+
+def btcpay_source(name: str, **fields: str) -> HmacProvider:
+    config = {"sources": {name: {**BTCPAY, "fields": {**BTCPAY["fields"], **fields}}}}
+    made = PROVIDERS["hmac"](name, make_config(config).config.sources[name])
+    assert isinstance(made, HmacProvider)
+    return made
+
+
+def event_id_of(made: HmacProvider, body: bytes) -> str:
+    (event,) = made.normalize(InboundRequest(source=made.name, body=body, headers={}))
+    return event.id
+
+
+def test_btcpay_partial_payments_are_two_events_by_original_delivery_id() -> None:
+    """Two InvoiceReceivedPayment of one invoice are two events with `event_id:
+    originalDeliveryId`; BTCPay's redelivery of the first (new deliveryId, isRedelivery,
+    originalDeliveryId kept) is the same event (issue 14)."""
+    made = btcpay_source("btcpay", event_id="originalDeliveryId")
+    first = received_payment("DlvA", "aa" * 32, "0.00050000")
+    second = received_payment("DlvB", "bb" * 32, "0.00070000")
+    redelivery = orjson.dumps({**orjson.loads(first), "deliveryId": "DlvC", "isRedelivery": True})
+    assert event_id_of(made, first) != event_id_of(made, second)
+    assert event_id_of(made, first) == event_id_of(made, redelivery)
+
+
+def test_mapped_news_fields_are_in_the_key() -> None:
+    """Without an event id, mapped tx_hash/amount are in the key: two partial payments are two
+    events, a redelivery with only delivery fields changed is one (SPEC 4)."""
+    made = btcpay_source("btcpay", tx_hash="payment.id", amount="payment.value")
+    first = received_payment("DlvA", "aa" * 32, "0.00050000")
+    same_amount = received_payment("DlvB", "bb" * 32, "0.00050000")
+    redelivery = received_payment("DlvC", "aa" * 32, "0.00050000", isRedelivery=True)
+    assert event_id_of(made, first) != event_id_of(made, same_amount)
+    assert event_id_of(made, first) == event_id_of(made, redelivery)
+
+
+def test_new_confirmation_count_is_a_new_event() -> None:
+    """A mapped confirmation count that changes makes a new event; an unchanged one does not."""
+    made = btcpay_source("btcpay", confirmations="confirmations")
+    one, two = (orjson.dumps({**orjson.loads(BTCPAY_BODY), "confirmations": n}) for n in (1, 2))
+    assert event_id_of(made, one) != event_id_of(made, two)
+    assert event_id_of(made, one) == event_id_of(made, one)
+
+
 def test_without_any_key_field_the_body_is_the_key() -> None:
     """With neither payment id nor event in the payload, only identical bodies share an id."""
     assert normalize("generic", b'{"a": 1}').id != normalize("generic", b'{"a": 2}').id

@@ -4,16 +4,21 @@ Covers e.g. BTCPay Server (`BTCPay-Sig: sha256=<hex>`, HMAC-SHA256) and Coinbase
 (`X-CC-Webhook-Signature: <hex>`, HMAC-SHA256): choose `algorithm`, `signature_header`,
 `signature_prefix` and `encoding`; map the payload with `fields` and `event_types`.
 
-Dedupe key: the value at `fields.event_id` when configured and present (a sender's own event
-id, e.g. Coinbase's `event.id`); otherwise `payment_id` + provider event, which is one event per
-payment and state; otherwise (neither found) a digest of the body, so only byte-identical
-repeats collapse.
+Dedupe key: the value at `fields.event_id` when configured and present: a sender's own event
+id, the same on every redelivery and new for every event (Coinbase's `event.id`; BTCPay's
+`originalDeliveryId`, which BTCPay sets to the first delivery's id and keeps on every
+redelivery, automatic or manual, while `deliveryId` changes: WebhookSender.cs). Otherwise
+`payment_id` + provider event + every mapped news field (`tx_hash`, `amount`,
+`amount_received`, `confirmations`; relay.providers.mapping): a second partial payment of one
+invoice carries another transaction or amount, so it is a new event, and a redelivery carries
+the same values, so it is the same one. Otherwise (neither a payment id nor an event found) a
+digest of the body, so only byte-identical repeats collapse.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import Field
@@ -87,17 +92,13 @@ class HmacProvider(MappedProvider):
         payload = parse_json_object(request.body)
         return [self.mapped_event(request, payload, self._dedupe_key(request, payload))]
 
-    def _dedupe_key(self, request: InboundRequest, payload: dict[str, object]) -> str:
+    def _dedupe_key(self, request: InboundRequest, payload: dict[str, Any]) -> str:
         fields = self.config.fields
         if fields.event_id:
             event_id = scalar(dig(payload, fields.event_id))
             if event_id is not None and event_id != "":
                 return f"id:{event_id}"
-        payment_id = scalar(dig(payload, fields.payment_id)) if fields.payment_id else None
-        provider_event = self.provider_event(payload)
-        if payment_id is None and provider_event is None:
-            return f"body:{body_digest(request.body)}"
-        return f"pay:{payment_id}:{provider_event}"
+        return self.payment_key(payload) or f"body:{body_digest(request.body)}"
 
     def sample(self, event: str, now: float) -> SampleRequest:
         payload = self.sample_payload(event, now)

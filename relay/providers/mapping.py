@@ -4,6 +4,16 @@ Those providers have no code of their own for a sender's payload: the source's Y
 each canonical field sits (`fields`, dotted paths) and which provider event means which
 canonical type (`event_types`). Everything here is about reading that mapping, and about
 writing a sample payload that the same mapping reads back (for `relay trigger`).
+
+The payment part of a dedupe key (`MappedProvider.payment_key`, used by `hmac` when the sender
+gives no event id): `payment_id` + provider event + the value of every mapped field that
+carries news when it changes (SPEC 4): `tx_hash`, `amount`, `amount_received` and
+`confirmations`. So a second partial payment of one invoice (same event name, another
+transaction or amount) is a new event, a new confirmation count is a new event, and a
+redelivery (same values; only the sender's delivery id, attempt or flags differ, which are
+not mapped) is the same event. Only mapped fields count: with none of them mapped the key is
+one event per payment and provider event, so map them (or the sender's own event id) for a
+sender that repeats an event name per transaction, as BTCPay's `InvoiceReceivedPayment` does.
 """
 
 from __future__ import annotations
@@ -17,6 +27,10 @@ from relay.config.types import SourceConfig, Strict
 from relay.events import EVENT_TYPES, PaymentEvent
 from relay.inbound import InboundRequest
 from relay.providers.base import Provider, dig, safe_time, scalar
+
+# Mapped fields whose change is news (SPEC 4: a new transaction, confirmation or amount): in
+# the payment part of the dedupe key.
+NEWS_FIELDS = ("tx_hash", "amount", "amount_received", "confirmations")
 
 # The canonical short names `relay trigger` accepts ("paid" for payment.paid, ...).
 ALL_SAMPLE_EVENTS: tuple[str, ...] = tuple(t.removeprefix("payment.") for t in EVENT_TYPES)
@@ -52,6 +66,7 @@ class Fields(Strict):
     event: DottedPath = "type"  # Standard Webhooks payloads carry their event in `type`
     reference: DottedPath | None = None
     amount: DottedPath | None = None
+    amount_received: DottedPath | None = None  # what has arrived so far (SPEC 11)
     currency: DottedPath | None = None
     fiat_amount: DottedPath | None = None
     fiat_currency: DottedPath | None = None
@@ -68,6 +83,7 @@ _PAYMENT_FIELDS = (
     "payment_id",
     "reference",
     "amount",
+    "amount_received",
     "currency",
     "fiat_amount",
     "fiat_currency",
@@ -82,6 +98,7 @@ _SAMPLE_VALUES: dict[str, Any] = {
     "payment_id": "inv_7Hq2Lr9Xz",
     "reference": "order-1001",
     "amount": "0.00125",
+    "amount_received": "0.00125",
     "currency": "BTC",
     "fiat_amount": "42.50",
     "fiat_currency": "USD",
@@ -130,6 +147,21 @@ class MappedProvider(Provider):
     def provider_event(self, payload: dict[str, Any]) -> str | None:
         value = scalar(dig(payload, self.config.fields.event))
         return None if value is None else str(value)
+
+    def payment_key(self, payload: dict[str, Any]) -> str | None:
+        """`pay:` + payment id + provider event (+ each mapped news field's value); None when
+        the payload has neither a payment id nor an event (see the module docstring)."""
+        fields = self.config.fields
+        payment_id = scalar(dig(payload, fields.payment_id)) if fields.payment_id else None
+        provider_event = self.provider_event(payload)
+        if payment_id is None and provider_event is None:
+            return None
+        key = f"pay:{payment_id}:{provider_event}"
+        for name in NEWS_FIELDS:  # appended only when mapped: other sources keep their ids
+            path = getattr(fields, name)
+            if path is not None:
+                key += f":{name}={scalar(dig(payload, path))}"
+        return key
 
     def mapped_event(
         self, request: InboundRequest, payload: dict[str, Any], dedupe_key: str
