@@ -117,7 +117,7 @@ def test_event_names_match_in_any_case() -> None:
 
 
 def test_full_event_table() -> None:
-    """Every documented invoice and payment event maps per SPEC 4; wallet events are other."""
+    """Every documented invoice and payment event maps per SPEC 4; others are payment.other."""
     expected = {
         "invoiceCreated": "payment.created",
         "paymentCreated": "payment.created",
@@ -153,22 +153,103 @@ def test_new_invoice_state_is_a_new_event() -> None:
     assert normalize(orjson.dumps(first)).id != normalize(orjson.dumps(changed)).id
 
 
-def test_wallet_notification_keeps_decimal_amount() -> None:
-    """A wallet notification's decimal-string amount, hash and confirmations are read."""
-    body = orjson.dumps(
-        {
-            "type": "utxoExternalReceive",
-            "walletId": "w1",
-            "transactionId": "t1",
-            "txHash": "ab12",
-            "amount": "0.00150000",
-            "confirmations": 2,
-        }
-    )
-    event = normalize(body)
-    assert (event.type, event.payment.id, event.payment.amount) == (
-        "payment.other",
-        "t1",
+# The wallet webhook payload as CoinPayments documents it (CoinPaymentsNET.github.io
+# openapi/components/responses/wallets/wallet-notification-payload.yaml: its example ids, hash
+# and address), with the amounts as strings as CoinPaymentsNet/examples
+# MerchantWalletNotification.cs types them; the amounts and counts are ours.
+WALLET = {
+    "walletId": "4ca18e8e-915b-4a69-a17a-0b0b666858a7",
+    "address": "myGTmrMtU6vUULkYRCDxJMggF7egsXhcTi",
+    "transactionId": "cb44e78f-a97b-44b5-a23d-1e3b025aab47",
+    "txHash": "9d9dd1f6f4a62388797e6beeb76c1a3c34d41942303ce6fb49177d3c88a74d11",
+    "transactionType": "UtxoExternalReceive",
+    "amount": "0.00150000",
+    "symbol": "BTC",
+    "coinPaymentsFee": "0.00000750",
+    "coinPaymentsFeeSymbol": "BTC",
+    "blockchainFee": "0",
+    "blockchainFeeSymbol": "BTC",
+    "totalAmount": "0.00150750",
+    "totalAmountSymbol": "BTC",
+    "nativeAmount": "97.52",
+    "coinPaymentsFeeNativeAmount": "0.49",
+    "blockchainFeeNativeAmount": "0",
+    "totalNativeAmount": "98.01",
+    "nativeSymbol": "USD",
+    "confirmations": 2,
+    "requiredConfirmations": 2,
+}
+
+
+def test_wallet_receive_is_paid_with_currency_fiat_and_event() -> None:
+    """A confirmed UtxoExternalReceive is payment.paid with its symbol, fiat value, event name,
+    hash and exact amount (issue 14: it was payment.other with no currency)."""
+    event = normalize(orjson.dumps(WALLET))
+    assert (event.type, event.provider_event) == ("payment.paid", "UtxoExternalReceive")
+    payment = event.payment
+    assert (payment.id, payment.amount, payment.currency) == (
+        WALLET["transactionId"],
         "0.00150000",
+        "BTC",
     )
-    assert (event.payment.tx_hash, event.payment.confirmations) == ("ab12", 2)
+    assert (payment.fiat_amount, payment.fiat_currency) == ("97.52", "USD")
+    assert (payment.amount_received, payment.tx_hash, payment.confirmations) == (
+        "0.00150000",
+        WALLET["txHash"],
+        2,
+    )
+
+
+def test_wallet_receive_short_of_confirmations_is_pending() -> None:
+    """Fewer confirmations than required: payment.pending, and each new count a new event."""
+    one = normalize(orjson.dumps({**WALLET, "confirmations": 1}))
+    zero = normalize(orjson.dumps({**WALLET, "confirmations": 0}))
+    assert one.type == zero.type == "payment.pending"
+    assert one.id != zero.id != normalize(orjson.dumps(WALLET)).id
+    assert normalize(orjson.dumps(WALLET)).id == normalize(orjson.dumps(WALLET)).id
+
+
+def test_every_wallet_receive_type_is_funds_received() -> None:
+    """Each documented receive type, in either case, is paid when confirmed; spends are other."""
+    receives = (
+        "InternalReceive",
+        "utxoExternalReceive",
+        "AccountBasedExternalReceive",
+        "AccountBasedExternalTokenReceive",
+        "SameUserReceive",
+        "ReceiveTestFundsFromPool",
+    )
+    for name in receives:
+        assert normalize(orjson.dumps({**WALLET, "transactionType": name})).type == "payment.paid"
+    for name in (
+        "ExternalSpend",
+        "InternalSpend",
+        "SameUserSpend",
+        "AccountBasedTokenSpend",
+        "Conversion",
+        "AutoSweeping",
+        "ReturnTestFundsToPool",
+        "Unknown",
+    ):
+        event = normalize(orjson.dumps({**WALLET, "transactionType": name, "spendRequestId": "s"}))
+        assert (event.type, event.payment.currency, event.payment.amount_received) == (
+            "payment.other",
+            "BTC",
+            None,
+        ), name
+        assert event.provider_event == name
+
+
+def test_internal_receive_without_counts_is_paid() -> None:
+    """An internal transfer carries no confirmation counts: the funds are in, payment.paid."""
+    body = {k: v for k, v in WALLET.items() if "onfirmations" not in k}
+    assert normalize(orjson.dumps({**body, "transactionType": "InternalReceive"})).type == (
+        "payment.paid"
+    )
+
+
+def test_wallet_integer_amount_is_not_guessed() -> None:
+    """A bare JSON integer wallet amount (possibly minor units) stays in data only."""
+    event = normalize(orjson.dumps({**WALLET, "amount": 150000, "nativeAmount": 9752}))
+    assert (event.payment.amount, event.payment.fiat_amount) == (None, None)
+    assert event.data["amount"] == 150000
