@@ -107,6 +107,33 @@ def test_deposit_txn_id_is_the_transaction_hash() -> None:
     )
 
 
+def test_deposit_keeps_its_fiat_value() -> None:
+    """A deposit IPN's fiat_amount in fiat_coin is payment.fiat_amount/fiat_currency (issue 14:
+    only amount1/currency1 were read, which deposits do not have)."""
+    event = normalize(
+        form(
+            ipn_type="deposit",
+            deposit_id="dep1",
+            txn_id="cd" * 32,
+            currency="BTC",
+            amount="0.01000000",
+            amounti="1000000",
+            confirms="1",
+            status="0",
+            fiat_coin="USD",
+            fiat_amount="650.12345678",
+        )
+    )
+    assert (event.payment.fiat_amount, event.payment.fiat_currency) == ("650.12345678", "USD")
+    assert (event.payment.amount, event.payment.currency) == ("0.01000000", "BTC")
+
+
+def test_price_in_the_coin_paid_is_no_fiat() -> None:
+    """currency1 equal to the coin paid (no conversion) is no fiat value."""
+    event = normalize(form(currency1="BTC", currency2="BTC", amount1="0.1", amount2="0.1"))
+    assert (event.payment.fiat_amount, event.payment.fiat_currency) == (None, None)
+
+
 def test_exponent_amount_in_a_form_field_becomes_plain() -> None:
     """A form amount written `1.0E-5` (as Java writes a double) becomes 0.000010 (SPEC 4)."""
     event = normalize(form(amount2="1.0E-5", currency2="BTC", currency1="USD", amount1="1E+1"))
