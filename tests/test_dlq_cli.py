@@ -123,7 +123,7 @@ async def test_inbound_dead_letter_list_and_replay(
     listed = relay(config, "list")
     assert listed.returncode == 0, listed.stderr
     assert "in_deadbeef" in listed.stdout and "normalize" in listed.stdout
-    (entry,) = json.loads(relay(config, "list", "--json").stdout)
+    (entry,) = json.loads(relay(config, "list", "--json").stdout)["dead_letters"]
     assert (entry["kind"], entry["source"], entry["sink"]) == ("inbound", "ivpay", None)
 
     replayed = relay(config, "replay", "in_deadbeef")

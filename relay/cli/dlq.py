@@ -83,8 +83,9 @@ async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
     from relay.operator import letter_json
 
     letters = await dlq.recent(limit=args.limit, sink=args.sink)
-    if args.json:
-        sys.stdout.write(dumps([letter_json(x) for x in letters], indent=True).decode() + "\n")
+    if args.json:  # the same JSON as GET /api/dead-letters
+        shown = {"dead_letters": [letter_json(x) for x in letters], "total": await dlq.size()}
+        sys.stdout.write(dumps(shown, indent=True).decode() + "\n")
         return 0
     total = await dlq.size()
     if not letters:
