@@ -80,6 +80,40 @@ def test_payout_events_are_other() -> None:
     )
 
 
+def test_sdk_dotted_event_ids_are_mapped() -> None:
+    """The SDK's `type` ids (payment.success, ...) decide the type, status or no status
+    (issue 14: `type` was read but only `payment_received` was known)."""
+    expected = {
+        "payment.success": "paid",
+        "payment.succeeded": "paid",
+        "payment.pending": "pending",
+        "payment.completed": "completed",
+        "payment.failed": "failed",
+        "payment.expired": "expired",
+        "payment.cancelled": "cancelled",
+        "payment.created": "created",
+        "invoice.paid": "paid",
+        "Payment.Success": "paid",
+    }
+    for name, short in expected.items():
+        body = orjson.dumps({"type": name, "uuid": "u", "amount": "1.50", "currency": "BTC"})
+        event = normalize(body)
+        assert (event.type, event.provider_event) == (f"payment.{short}", name), name
+
+
+def test_success_with_completed_status_is_completed() -> None:
+    """payment.success whose status says completed (credited) is payment.completed."""
+    body = orjson.dumps({"type": "payment.success", "uuid": "u", "status": "completed"})
+    assert normalize(body).type == "payment.completed"
+
+
+def test_other_objects_are_other_whatever_their_status() -> None:
+    """payout.failed and refund.completed are not payments: payment.other, not failed/completed."""
+    for name, status in (("payout.failed", "failed"), ("refund.completed", "completed")):
+        body = orjson.dumps({"type": name, "uuid": "u", "status": status})
+        assert normalize(body).type == "payment.other", name
+
+
 def test_float_amount_keeps_exact_digits() -> None:
     """A JSON float amount 0.123456789012345678 reaches payment.amount digit for digit."""
     body = b'{"event": "payment_received", "data": {"amount": 0.123456789012345678}}'

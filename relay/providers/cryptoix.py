@@ -10,6 +10,14 @@ Two payload shapes exist and both are read: the docs' `{"event": "payment_receiv
 "completed", "amount_fiat": 100, "timestamp": unix}` (with `type` as the event name). Numbers are
 parsed as exact decimals (`relay.events.loads`).
 
+Event names: the docs' `payment_received` (paid), and the SDK's dotted ids in `type`
+(cryptoix-python docs/API.md, `configure_webhook(events=["payment.success", "payout.failed"])`;
+docs/WEBHOOKS.md's handler reads `type`): `payment.<action>` and `invoice.<action>` map by the
+action (`success`/`succeeded`/`received`/`paid` -> paid, `completed`, `pending`, `created`,
+`expired`, `failed`, `cancelled`), a success whose `status` says `completed` is completed; any
+other object (`payout.*`, `refund.*`, ...) is not a payment: payment.other, whatever its status
+says. A name the relay does not know leaves it to `status`.
+
 Dedupe key: no event id is documented. The payment id (`transaction_id`/`uuid`/`id`) + event
 name + status + transaction hash + confirmation count: one event per payment and state, and a
 new hash or confirmation is new information. Without a payment id, a digest of the body.
@@ -42,6 +50,22 @@ from relay.providers.base import (
 # Event names that say what happened on their own.
 _EVENTS = {"payment_received": "payment.paid"}
 
+# The action of a dotted `payment.<action>` / `invoice.<action>` id (SDK: `payment.success`).
+_ACTIONS = {
+    "created": "payment.created",
+    "pending": "payment.pending",
+    "success": "payment.paid",
+    "succeeded": "payment.paid",
+    "received": "payment.paid",
+    "paid": "payment.paid",
+    "completed": "payment.completed",
+    "expired": "payment.expired",
+    "failed": "payment.failed",
+    "cancelled": "payment.cancelled",
+    "canceled": "payment.cancelled",
+}
+_PAYMENT_OBJECTS = ("payment", "invoice")
+
 # Otherwise the payment's `status` decides.
 _STATUSES = {
     "pending": "payment.pending",
@@ -64,11 +88,19 @@ class CryptoixConfig(SourceConfig):
 
 def classify(event: str | None, status: str | None) -> str:
     """The canonical type from the event name, else the status; payouts are not payments."""
-    if event and event.casefold() in _EVENTS:
-        return _EVENTS[event.casefold()]
-    if event and event.casefold().startswith("payout"):
+    name = (event or "").strip().casefold()
+    by_status = _STATUSES.get((status or "").strip().casefold())
+    kind = _EVENTS.get(name)
+    if kind is None and "." in name:
+        subject, _, action = name.partition(".")
+        if subject not in _PAYMENT_OBJECTS:
+            return "payment.other"  # payout.failed, refund.*: another object's status
+        kind = _ACTIONS.get(action)
+    if name.startswith("payout"):
         return "payment.other"
-    return _STATUSES.get((status or "").casefold(), "payment.other")
+    if kind == "payment.paid" and by_status == "payment.completed":
+        return by_status  # succeeded, and the status says it is credited already
+    return kind or by_status or "payment.other"
 
 
 class CryptoixProvider(Provider):
