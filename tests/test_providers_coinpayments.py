@@ -84,6 +84,63 @@ def test_stale_reason_says_how_old() -> None:
     assert rejected.value.reason.endswith("is 600 s old"), rejected.value.reason
 
 
+def rejected_reason(body: bytes, sent: dict[str, str], **overrides: Any) -> str:
+    inbound = InboundRequest(
+        source="cp", body=body, headers={k.lower(): v for k, v in sent.items()}
+    )
+    with pytest.raises(Rejected) as rejected:
+        provider(**overrides).verify(inbound)
+    assert rejected.value.error == "bad_signature"
+    return rejected.value.reason
+
+
+def signed_for(url: str, secret: str = SECRET, **extra: str) -> dict[str, str]:
+    when = stamp()
+    return {
+        "X-CoinPayments-Client": CLIENT,
+        "X-CoinPayments-Timestamp": when,
+        "X-CoinPayments-Signature": signature(secret, url, CLIENT, when, BODY),
+        **extra,
+    }
+
+
+def test_signature_for_the_requests_own_url_names_it() -> None:
+    """Signed for the URL the request came to, not the configured notification_url: the
+    reason names that URL (CoinPayments' most common mistake), not a wrong secret."""
+    sent = signed_for("https://relay.example.com/hooks/cp", Host="relay.example.com")
+    reason = rejected_reason(BODY, sent)
+    assert reason == (
+        "signature would match for URL https://relay.example.com/hooks/cp: set notification_url "
+        "to the URL registered with CoinPayments"
+    )
+
+
+def test_signature_for_another_scheme_or_host_names_it() -> None:
+    """An http URL registered while https is configured, or the host behind a proxy: named."""
+    reason = rejected_reason(BODY, signed_for(URL.replace("https:", "http:")))
+    assert "would match for URL http://relay.example.com/hooks/coinpayments:" in reason
+    proxied = "https://pay.shop.example/hooks/coinpayments"
+    sent = signed_for(proxied, **{"X-Forwarded-Host": "pay.shop.example", "Host": "10.0.0.5"})
+    assert f"would match for URL {proxied}:" in rejected_reason(BODY, sent)
+
+
+def test_other_host_without_a_match_says_so() -> None:
+    """A wrong secret from another host: the reason names the host and notification_url."""
+    sent = signed_for(URL, secret="not-the-secret", Host="other.example")
+    reason = rejected_reason(BODY, sent)
+    assert "came to host other.example" in reason and URL in reason
+    assert "not-the-secret" not in reason and SECRET not in reason
+
+
+def test_wrong_secret_reason_never_holds_a_secret() -> None:
+    """Same host, wrong secret: no URL would match; the reason names neither secret."""
+    sent = signed_for(URL, secret="not-the-secret", Host="relay.example.com")
+    reason = rejected_reason(BODY, sent)
+    assert reason.startswith("X-CoinPayments-Signature matches no configured client_secret")
+    assert "would match" not in reason
+    assert "not-the-secret" not in reason and SECRET not in reason
+
+
 def test_docs_example_normalizes() -> None:
     """The docs' InvoiceCreated example becomes payment.created with the invoice's ids."""
     event = normalize(BODY)

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 import orjson
@@ -73,6 +74,7 @@ from relay.providers.base import (
 from relay.reconcile_api import BAD_ANSWER, ApiError, StatusAnswer, as_object, call_api
 
 BOM = b"\xef\xbb\xbf"
+DIAGNOSE_MAX_BYTES = 65536  # a failed signature is retried with other URLs only up to this size
 
 # Keys are case-folded: subscriptions say `invoicePaid`, live payloads say `InvoicePaid`.
 _TYPES = {
@@ -165,7 +167,9 @@ class CoinpaymentsProvider(Provider):
                 config.client_secret, head + client_id + tail, [candidate] if candidate else []
             )
         if not matched:
-            raise bad_signature("X-CoinPayments-Signature matches no configured client_secret")
+            raise bad_signature(
+                self._unsigned_reason(request, candidate, header_bytes(client), tail)
+            )
         # After the signature: `stale_timestamp` then means "authentic but old" (clock, queueing).
         sent_at = parse_instant(stamp)
         if sent_at is None:
@@ -176,6 +180,34 @@ class CoinpaymentsProvider(Provider):
                 f"X-CoinPayments-Timestamp {stamp.strip()[:32]} is {skew_text(sent_at, now)}"
             )
         check_json_object(request.body)
+
+    def _unsigned_reason(
+        self, request: InboundRequest, candidate: bytes | None, client: bytes, tail: bytes
+    ) -> str:
+        """Why the signature failed. CoinPayments' most common mistake is a notification_url
+        that is not the URL registered, so the URL the signature would match is named (the
+        request's own URL, or the configured one with the request's host, the other scheme or
+        a trailing slash toggled); never a secret. Tried only for small bodies."""
+        configured = self.config.notification_url
+        if candidate and len(request.body) <= DIAGNOSE_MAX_BYTES:
+            for url in _url_guesses(request, configured):
+                message = BOM + request.method.encode() + url.encode() + client + tail
+                if any_secret_matches(self.config.client_secret, message, [candidate]):
+                    return (
+                        f"signature would match for URL {url}: set notification_url to the URL "
+                        "registered with CoinPayments"
+                    )
+        host = _request_host(request)
+        if host and host.lower() != urlsplit(configured).netloc.lower():
+            return (
+                f"X-CoinPayments-Signature matches no client_secret with notification_url "
+                f"{configured}, and the request came to host {host}: set notification_url to "
+                "the URL registered with CoinPayments"
+            )
+        return (
+            "X-CoinPayments-Signature matches no configured client_secret with notification_url "
+            f"{configured} (or that is not the URL registered with CoinPayments)"
+        )
 
     def normalize(self, request: InboundRequest) -> list[PaymentEvent]:
         data = parse_json_object(request.body)
@@ -259,6 +291,34 @@ class CoinpaymentsProvider(Provider):
                 ),
             },
         )
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _request_host(request: InboundRequest) -> str | None:
+    """The host the sender addressed (a proxy's X-Forwarded-Host first), when it is one."""
+    given = request.header("x-forwarded-host") or request.header("host") or ""
+    host = given.split(",")[0].strip()
+    return host if len(host) <= 260 and _HOST.fullmatch(host) else None
+
+
+def _url_guesses(request: InboundRequest, configured: str) -> list[str]:
+    """URLs CoinPayments may have signed instead of the configured notification_url."""
+    parts = urlsplit(configured)
+    other = "https" if parts.scheme == "http" else "http"
+    proto = (request.header("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    schemes = [proto] if proto in ("http", "https") else [parts.scheme, other]
+    path = f"/hooks/{request.source}" + (f"/{request.token}" if request.token else "")
+    guesses = []
+    host = _request_host(request)
+    if host:
+        guesses += [f"{scheme}://{host}{path}" for scheme in schemes]
+        guesses.append(urlunsplit((parts.scheme, host, parts.path, parts.query, "")))
+    slash = parts.path[:-1] if parts.path.endswith("/") else parts.path + "/"
+    guesses.append(urlunsplit((other, parts.netloc, parts.path, parts.query, "")))
+    guesses.append(urlunsplit((parts.scheme, parts.netloc, slash, parts.query, "")))
+    return [url for url in dict.fromkeys(guesses) if url != configured]
 
 
 def signature(secret: str, url: str, client_id: str, stamp: str, body: bytes) -> str:
