@@ -206,9 +206,13 @@ class PaymentEvent:
         fields = dict(payment or {})
         for money in ("amount", "fiat_amount", "amount_received"):
             fields[money] = exact_decimal(fields.get(money))
-        if fields.get("review_reason") is not None:
-            reason = str(fields["review_reason"])
+        # Only a payment.review says why it needs a person (SPEC 11); one that does not know
+        # says `other`.
+        if type == "payment.review":
+            reason = str(fields.get("review_reason") or "other")
             fields["review_reason"] = reason if reason in REVIEW_REASONS else "other"
+        else:
+            fields["review_reason"] = None
         for text in ("id", "reference", "currency", "fiat_currency", "network", "tx_hash"):
             if fields.get(text) is not None:
                 fields[text] = str(fields[text])

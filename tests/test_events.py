@@ -82,3 +82,24 @@ def test_build_writes_every_amount_plain() -> None:
         "0.00001",
     )
     assert b'"amount":"0.000010"' in event.to_json()
+
+
+def build(kind: str, **payment: object) -> PaymentEvent:
+    return PaymentEvent.build(
+        source="s",
+        provider="p",
+        dedupe_key="k",
+        type=kind,
+        provider_event=None,
+        received_at=1.0,
+        payment=payment,
+    )
+
+
+def test_review_reason_only_on_review_events() -> None:
+    """A review event always has a reason (other when unknown or not one of SPEC 11's); any
+    other type has none."""
+    assert build("payment.review", review_reason="underpaid").payment.review_reason == "underpaid"
+    assert build("payment.review", review_reason="weird").payment.review_reason == "other"
+    assert build("payment.review").payment.review_reason == "other"
+    assert build("payment.expired", review_reason="underpaid").payment.review_reason is None
