@@ -59,6 +59,7 @@ def test_vector_body_normalizes() -> None:
     assert (event.payment.amount, event.payment.currency) == ("0.00025", "BTC")
     assert (event.payment.fiat_amount, event.payment.fiat_currency) == ("10.00", "USD")
     assert event.payment.confirmations == 3
+    assert event.payment.amount_received == "0.00025"
     assert event.data["ipn_id"] == "abc123"
 
 
@@ -138,3 +139,30 @@ def test_exponent_amount_in_a_form_field_becomes_plain() -> None:
     """A form amount written `1.0E-5` (as Java writes a double) becomes 0.000010 (SPEC 4)."""
     event = normalize(form(amount2="1.0E-5", currency2="BTC", currency1="USD", amount1="1E+1"))
     assert (event.payment.amount, event.payment.fiat_amount) == ("0.000010", "10")
+
+
+def test_received_amount_is_amount_received() -> None:
+    """received_amount keeps its digits as payment.amount_received beside amount2."""
+    event = normalize(form(amount2="0.00250000", currency2="BTC", received_amount="0.00100000"))
+    assert (event.payment.amount, event.payment.amount_received) == ("0.00250000", "0.00100000")
+    assert event.payment.review_reason is None
+
+
+def test_more_coins_received_in_the_same_status_is_a_new_event() -> None:
+    """A second partial payment (received_amount grows, status still 0) is a new event; a
+    retry of the first is not."""
+    first = normalize(form(received_amount="0.001", received_confirms="0", ipn_id="a"))
+    retry = normalize(form(received_amount="0.001", received_confirms="0", ipn_id="b"))
+    more = normalize(form(received_amount="0.002", received_confirms="0", ipn_id="c"))
+    assert first.id == retry.id != more.id
+
+
+def test_deposits_to_two_addresses_in_one_transaction_are_two_events() -> None:
+    """Two deposits with one txn_id but their own deposit_id (the IPN page: "multiple deposits
+    with the same TXID but to different addresses") are two payments, each its amount received."""
+    common = {"ipn_type": "deposit", "txn_id": "ef" * 32, "currency": "BTC", "status": "100"}
+    one = normalize(form(**common, deposit_id="D1", address="a1", amount="0.1"))
+    two = normalize(form(**common, deposit_id="D2", address="a2", amount="0.2"))
+    assert (one.payment.id, two.payment.id) == ("D1", "D2")
+    assert one.id != two.id
+    assert (one.payment.amount_received, two.payment.amount_received) == ("0.1", "0.2")

@@ -4,10 +4,21 @@ Authentication: `HMAC` = lowercase hex HMAC-SHA512 of the raw form body, keyed w
 secret; then, as the official plugin does, the form must say `ipn_mode=hmac` and `merchant` must
 be the configured merchant id (so another merchant's correctly signed IPN is refused).
 
-Dedupe key: `txn_id` + `status` (+ the confirmation count when sent). One IPN per transaction and
-state; CoinPayments retries up to 10 times without order, and a retry carries the same fields.
-Not `ipn_id`: whether a retry keeps it is not documented, and `txn_id` + `status` is the
-information itself. A new confirmation count is new information (SPEC 4), so it is in the key.
+Dedupe key: `txn_id` + `status` (+ the confirmation count when sent, + `received_amount`, +
+a deposit's `deposit_id`). One IPN per transaction and state; CoinPayments retries up to 10
+times without order, and a retry carries the same fields. Not `ipn_id`: whether a retry keeps
+it is not documented, and `txn_id` + `status` is the information itself. A new confirmation
+count, or more coins received while the status still waits for funds (a second partial
+payment), is new information (SPEC 4), so both are in the key; a deposit's `deposit_id` is
+what the IPN page names for "duplicate/uniqueness checking" ("multiple deposits with the same
+TXID but to different addresses"), so it is in the key too, and is the deposit's payment id.
+
+Amounts: `amount2` (else a deposit's `amount`) in `currency2` is the payment's amount;
+`received_amount` ("the amount of currency2 received at the time the IPN was generated") is
+`amount_received`, and for a deposit, which is money that arrived, its `amount`. No IPN status
+means "needs a person" (-2, -1, 0, 1, 2, 3, 5, >= 100 all map elsewhere), so IPNs yield no
+`payment.review`: an underpaid payment that timed out is `payment.expired` with
+`amount_received` below `amount`.
 """
 
 from __future__ import annotations
@@ -118,9 +129,13 @@ class CoinpaymentsIpnProvider(Provider):
         else:
             fiat_amount, fiat_currency = form.get("fiat_amount"), form.get("fiat_coin")
         txn_id = form.get("txn_id")
+        deposit_id = form.get("deposit_id") if is_deposit else None
         confirms = first(form.get("received_confirms"), form.get("confirms"))
+        received = form.get("amount") if is_deposit else form.get("received_amount")
         if txn_id:
             key = f"txn:{txn_id}:{status}:{confirms or ''}"
+            key += f":dep:{deposit_id}" if deposit_id else ""
+            key += f":got:{received}" if received and not is_deposit else ""
         elif form.get("ipn_id"):
             key = f"ipn:{form['ipn_id']}"
         else:
@@ -132,9 +147,10 @@ class CoinpaymentsIpnProvider(Provider):
                 type=status_type(status),
                 provider_event=status,
                 payment={
-                    "id": first(txn_id, form.get("deposit_id")),
+                    "id": first(deposit_id, txn_id, form.get("deposit_id")),
                     "reference": form.get("invoice"),
                     "amount": first(form.get("amount2"), form.get("amount")),
+                    "amount_received": received,
                     "currency": currency,
                     "fiat_amount": fiat_amount,
                     "fiat_currency": fiat_currency,
