@@ -115,3 +115,39 @@ def test_dedupe_key_is_envelope_id() -> None:
     later = orjson.dumps({**orjson.loads(first), "id": 8})
     assert normalize(first).id == normalize(again).id
     assert normalize(first).id != normalize(later).id
+
+
+def test_real_amount_is_amount_received() -> None:
+    """INVOICE_PAID's realAmount ("what the client really paid") is amount_received, exact."""
+    body = b'{"id": 9, "eventType": "INVOICE_PAID", "data": {"amount": 0.01, "realAmount": 1.0E-2}}'
+    event = normalize(body)
+    assert (event.payment.amount, event.payment.amount_received) == ("0.01", "0.010")
+
+
+def test_funds_received_amount_is_what_arrived() -> None:
+    """In INVOICE_FUNDS_RECEIVED_FOR_INVOICE `amount` is the received money, not the invoice's."""
+    event = normalize(envelope("INVOICE_FUNDS_RECEIVED_FOR_INVOICE", amount=0.004, currency="ETH"))
+    assert (event.type, event.payment.amount, event.payment.amount_received) == (
+        "payment.pending",
+        None,
+        "0.004",
+    )
+
+
+def test_intervention_review_reason() -> None:
+    """INVOICE_PENDING_INTERVENTION is underpaid/overpaid when the amounts say so, else other
+    (the documented webhook carries no amounts); compliance checks are compliance."""
+    cases = [
+        (envelope("INVOICE_PENDING_INTERVENTION"), "other"),
+        (envelope("INVOICE_PENDING_INTERVENTION", amount=1, realAmount=0.5), "underpaid"),
+        (envelope("INVOICE_PENDING_INTERVENTION", amount=1, realAmount=1.25), "overpaid"),
+        (envelope("INVOICE_PENDING_INTERVENTION", amount=1, realAmount="x"), "other"),
+        (envelope("INVOICE_COMPLIANCE_CHECK", amount=0.2), "compliance"),
+        (envelope("INVOICE_PENDING_COMPLIANCE"), "compliance"),
+    ]
+    for body, reason in cases:
+        event = normalize(body)
+        assert (event.type, event.payment.review_reason) == ("payment.review", reason), body
+    assert (
+        normalize(envelope("INVOICE_PAID", amount=1, realAmount=0.5)).payment.review_reason is None
+    )

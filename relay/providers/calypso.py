@@ -6,6 +6,20 @@ Authentication: `Sign` = hex HMAC-SHA512 of the raw body, keyed with the webhook
 Amounts are JSON floats: the payload is parsed with `relay.events.loads`, which keeps every
 number's digits as a Decimal, so `0.123456789012345678` reaches `payment.amount` unchanged.
 
+Amounts (seed 002's per-event parameter tables): `amount` is the invoice's amount, except in
+INVOICE_FUNDS_RECEIVED_FOR_INVOICE, INVOICE_COMPLIANCE_CHECK/PENDING_COMPLIANCE and
+INVOICE_COMPLIANCE_DECLINED, where it is "amount of received money to invoice wallet": there it
+is `amount_received` (and the invoice's amount is not sent). INVOICE_PAID and
+INVOICE_MEMPOOL_FOUND add `realAmount`, "amount of money that client really paid": also
+`amount_received`.
+
+Review reasons: INVOICE_PENDING_INTERVENTION is Calypso's "intervention" state, of two types,
+Underpay and Overpay (docs.calypso.finance "How to manage interventions via API"; the invoice
+state PENDING_INTERVENTION adds "funds were transferred from different client accounts"). The
+webhook does not say which ("use Get a Specific Invoice"), so the reason is `underpaid` or
+`overpaid` when the payload carries both `amount` and `realAmount` that differ, else `other`.
+The compliance checks are `compliance`.
+
 Dedupe key: the envelope `id`, Calypso's event id: the same on each of its 19 retries and new
 for every event (`requestId` is the subscription's id, not the event's). Without one: the
 invoice (`parentExternalId`) + event type + transaction hash, then a digest of the body.
@@ -65,6 +79,22 @@ _SAMPLES = {
 }
 
 
+# Events whose `amount` is what was received, not the invoice's amount.
+_AMOUNT_IS_RECEIVED = frozenset(
+    {
+        "INVOICE_FUNDS_RECEIVED_FOR_INVOICE",
+        "INVOICE_COMPLIANCE_CHECK",
+        "INVOICE_PENDING_COMPLIANCE",
+        "INVOICE_COMPLIANCE_DECLINED",
+        "TOP_UP_COMPLIANCE_CHECK",
+        "TOP_UP_COMPLIANCE_DECLINED",
+    }
+)
+_COMPLIANCE = frozenset(
+    {"INVOICE_PENDING_COMPLIANCE", "INVOICE_COMPLIANCE_CHECK", "TOP_UP_COMPLIANCE_CHECK"}
+)
+
+
 class CalypsoConfig(SourceConfig):
     provider: Literal["calypso"]
     secret_key: Secrets
@@ -106,11 +136,16 @@ class CalypsoProvider(Provider):
             data.get("fiatCurrency"), data.get("fiatcurrency"), as_dict(fiat).get("currency")
         )
         tx_hash = scalar(data.get("transactionHash"))
+        upper = (name or "").upper()
+        kind = _TYPES.get(upper, "payment.other")
+        amount, received = scalar(data.get("amount")), scalar(data.get("realAmount"))
+        if upper in _AMOUNT_IS_RECEIVED:
+            amount, received = None, amount
         return [
             self.event(
                 request,
                 dedupe_key=_dedupe_key(envelope, data, name, tx_hash, request.body),
-                type=_TYPES.get((name or "").upper(), "payment.other"),
+                type=kind,
                 provider_event=name,
                 occurred_at=safe_time(
                     scalar(first(envelope.get("createdDate"), data.get("createdDate")))
@@ -118,12 +153,14 @@ class CalypsoProvider(Provider):
                 payment={
                     "id": scalar(data.get("parentExternalId")),
                     "reference": scalar(data.get("externalId")),
-                    "amount": scalar(data.get("amount")),
+                    "amount": amount,
+                    "amount_received": received,
                     "currency": scalar(data.get("currency")),
                     "fiat_amount": scalar(fiat_amount),
                     "fiat_currency": scalar(fiat_currency),
                     "tx_hash": tx_hash,
                     "description": scalar(first(data.get("description"), data.get("message"))),
+                    "review_reason": review_reason(upper, amount, received),
                 },
                 data=envelope,
             )
@@ -166,6 +203,21 @@ class CalypsoProvider(Provider):
         if self.config.public_key:
             headers["Key"] = self.config.public_key
         return SampleRequest(body=body, headers=headers)
+
+
+def review_reason(event_type: str, amount: Any, received: Any) -> str | None:
+    """Why a review event needs a person (see the module docstring); None for other events."""
+    if event_type in _COMPLIANCE:
+        return "compliance"
+    if _TYPES.get(event_type) != "payment.review":
+        return None
+    try:
+        due, got = Decimal(str(amount)), Decimal(str(received))
+    except ArithmeticError:  # decimal.InvalidOperation: an amount not sent (None) or not a number
+        return "other"
+    if not (due.is_finite() and got.is_finite()) or due == got:
+        return "other"  # e.g. "funds were transferred from different client accounts"
+    return "underpaid" if got < due else "overpaid"
 
 
 def _dedupe_key(
