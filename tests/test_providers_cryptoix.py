@@ -41,6 +41,7 @@ def test_docs_example_normalizes() -> None:
     assert (event.type, event.provider_event) == ("payment.paid", "payment_received")
     assert (event.payment.id, event.payment.reference) == ("txn_123abc456", "order_xyz789")
     assert (event.payment.amount, event.payment.currency) == ("1.50", "BTC")
+    assert event.payment.amount_received == "1.50"  # "successfully received and confirmed"
     assert (event.payment.tx_hash, event.payment.confirmations) == ("a1b2c3d4e5f67890", 6)
     assert event.occurred_at == "2023-10-27T10:30:00Z"
     assert event.data == loads(BODY)
@@ -129,3 +130,10 @@ def test_new_confirmation_is_a_new_event() -> None:
     later_copy = {**first, "timestamp": "2023-10-27T10:31:00Z"}
     assert normalize(BODY).id != normalize(orjson.dumps(more)).id
     assert normalize(BODY).id == normalize(orjson.dumps(later_copy)).id
+
+
+def test_amount_received_only_once_funds_are_in() -> None:
+    """A pending or failed payment's amount is not what has arrived; a completed one's is."""
+    for status, received in (("pending", None), ("failed", None), ("completed", "2.5")):
+        body = orjson.dumps({"uuid": "u", "status": status, "amount": "2.5", "currency": "ETH"})
+        assert normalize(body).payment.amount_received == received, status

@@ -18,6 +18,11 @@ action (`success`/`succeeded`/`received`/`paid` -> paid, `completed`, `pending`,
 other object (`payout.*`, `refund.*`, ...) is not a payment: payment.other, whatever its status
 says. A name the relay does not know leaves it to `status`.
 
+Amounts: `amount` in `currency` is the payment's; on a paid or completed event it is also
+`amount_received` (the docs: `payment_received` is "triggered when a payment is successfully
+received and confirmed"). No partial or review state is documented, so Cryptoix yields no
+`payment.review`.
+
 Dedupe key: no event id is documented. The payment id (`transaction_id`/`uuid`/`id`) + event
 name + status + transaction hash + confirmation count: one event per payment and state, and a
 new hash or confirmation is new information. Without a payment id, a digest of the body.
@@ -77,6 +82,8 @@ _STATUSES = {
     "canceled": "payment.cancelled",
 }
 
+_FUNDS_IN = ("payment.paid", "payment.completed")  # the amount has arrived
+
 _SAMPLES = ("pending", "paid", "completed", "expired", "failed", "cancelled")
 
 
@@ -134,11 +141,13 @@ class CryptoixProvider(Provider):
             key = f"pay:{payment_id}:{event_name}:{status_name}:{tx_hash}:{confirmations}"
         else:
             key = f"body:{body_digest(request.body)}"
+        kind = classify(event_name, status_name)
+        amount = scalar(inner.get("amount"))
         return [
             self.event(
                 request,
                 dedupe_key=key,
-                type=classify(event_name, status_name),
+                type=kind,
                 provider_event=event_name if event_name is not None else status_name,
                 occurred_at=safe_time(
                     scalar(first(payload.get("timestamp"), inner.get("timestamp")))
@@ -146,7 +155,8 @@ class CryptoixProvider(Provider):
                 payment={
                     "id": payment_id,
                     "reference": scalar(inner.get("order_id")),
-                    "amount": scalar(inner.get("amount")),
+                    "amount": amount,
+                    "amount_received": amount if kind in _FUNDS_IN else None,
                     "currency": scalar(inner.get("currency")),
                     "fiat_amount": scalar(inner.get("amount_fiat")),
                     "fiat_currency": scalar(
