@@ -100,6 +100,62 @@ async def test_line_of_other_types(sink_server: SinkServer, http_session: Any) -
     )
 
 
+def review_event(reason: str, **payment: Any) -> Any:
+    return payment_event(
+        "payment.review", payment={"amount_received": "0.5", "review_reason": reason, **payment}
+    )
+
+
+@pytest.mark.parametrize("reason", ["underpaid", "overpaid", "late"])
+async def test_review_line_says_what_was_received(
+    sink_server: SinkServer, http_session: Any, reason: str
+) -> None:
+    """A review for an amount mismatch says `underpaid: received X of Y` (issue 11), and the
+    embed names the reason and shows what was received."""
+    _, request = await send(sink_server, http_session, review_event(reason))
+    payload = request.json()
+    assert payload["content"] == (
+        f"[Acme Store]: Payment needs review ({reason}: received 0.5 of 0.86 SOL) "
+        "for simple test product."
+    )
+    (embed,) = payload["embeds"]
+    assert embed["title"] == f"Payment needs review ({reason}): 0.86 SOL"
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert (fields["Amount"], fields["Received"]) == ("0.86 SOL", "0.5 SOL")
+    assert request.violations == []
+
+
+async def test_review_line_without_an_amount_or_with_compliance(
+    sink_server: SinkServer, http_session: Any
+) -> None:
+    """Only what arrived is known: `received X`; a compliance check says so; `other` adds
+    nothing to the plain review line."""
+    cases = {
+        "underpaid": ({"amount": None}, "(underpaid: received 0.5 SOL) for simple test product."),
+        "compliance": ({}, "(compliance check) for 0.86 SOL for simple test product."),
+        "other": ({}, "for 0.86 SOL for simple test product."),
+    }
+    for number, (reason, (payment, tail)) in enumerate(cases.items()):
+        url = sink_server.discord_url(webhook_id=100 + number)
+        _, request = await send(sink_server, http_session, review_event(reason, **payment), url=url)
+        assert request.json()["content"] == f"[Acme Store]: Payment needs review {tail}", reason
+
+
+async def test_review_note_is_escaped_and_fits(sink_server: SinkServer, http_session: Any) -> None:
+    """The currency inside the note is provider text (escaped, pings no one); huge amounts in
+    it are still cut within Discord's limits."""
+    event = review_event("underpaid", currency="SOL <@123456789012345678> @everyone")
+    _, request = await send(sink_server, http_session, event)
+    content = request.json()["content"]
+    assert "\\<@123456789012345678\\>" in content and "@\u200beveryone" in content
+    assert discord_pings(request.json()) == []
+    huge = review_event("overpaid", amount="1." + "9" * 3000, amount_received="2." + "1" * 3000)
+    url = sink_server.discord_url(webhook_id=200)
+    outcome, request = await send(sink_server, http_session, huge, url=url)
+    assert outcome == Delivered(200) and request.violations == []
+    assert discord_violations(request.json()) == []
+
+
 async def test_embed_holds_the_details(sink_server: SinkServer, http_session: Any) -> None:
     """The embed links the transaction and shows amount, ids, source, time and the event id."""
     event = payment_event()

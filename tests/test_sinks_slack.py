@@ -118,6 +118,28 @@ async def test_huge_payload_fits_slack_limits(sink_server: SinkServer, http_sess
         assert not re.search(r"&[a-z]{0,3}…", text), "a cut left half an entity"
 
 
+async def test_review_says_what_was_received(sink_server: SinkServer, http_session: Any) -> None:
+    """A review for an underpayment says `underpaid: received X of Y` (issue 11) in the text,
+    the section and the context; the currency in it is escaped; Received is a field."""
+    event = payment_event(
+        "payment.review",
+        payment={"amount_received": "0.5", "review_reason": "underpaid", "currency": "SOL<!here>"},
+    )
+    outcome, request = await send(sink_server, http_session, event)
+    payload = request.json()
+    assert outcome == Delivered(200) and slack_violations(payload) == []
+    assert payload["text"] == (
+        "[Acme Store]: Payment needs review (underpaid: received 0.5 of 0.86 SOL&lt;!here&gt;) "
+        "for simple test product."
+    )
+    assert payload["blocks"][0]["text"]["text"] == payload["text"]
+    fields = [f["text"] for f in payload["blocks"][1]["fields"]]
+    assert "*Received*\n0.5 SOL&lt;!here&gt;" in fields
+    assert payload["blocks"][-1]["elements"][0]["text"].startswith(
+        "Payment needs review (underpaid) · "
+    )
+
+
 async def test_details_can_be_turned_off(sink_server: SinkServer, http_session: Any) -> None:
     """With `details: false` only the text is sent."""
     _, request = await send(sink_server, http_session, details=False)

@@ -64,6 +64,16 @@ TITLES = {
 }
 
 
+# Review reasons (SPEC 11) a message names; `other` says nothing more than the type does.
+_AMOUNT_REASONS = ("underpaid", "overpaid", "late")
+_REASON_TITLES = {
+    "underpaid": "underpaid",
+    "overpaid": "overpaid",
+    "late": "late",
+    "compliance": "compliance check",
+}
+
+
 class Escaped(str):
     """Text already escaped for the sink (`line` in a template): inserted as it is."""
 
@@ -160,10 +170,41 @@ def format_amount(amount: Any, currency: Any) -> str:
 
 
 def payment_amount(payment: Mapping[str, Any]) -> str:
-    """The crypto amount, else the fiat amount, as text (empty when neither is known)."""
-    return format_amount(payment.get("amount"), payment.get("currency")) or format_amount(
-        payment.get("fiat_amount"), payment.get("fiat_currency")
+    """The crypto amount, else what has arrived (an event that carries only that), else the
+    fiat amount, as text (empty when none is known)."""
+    currency = payment.get("currency")
+    return (
+        format_amount(payment.get("amount"), currency)
+        or format_amount(payment.get("amount_received"), currency)
+        or format_amount(payment.get("fiat_amount"), payment.get("fiat_currency"))
     )
+
+
+def review_reason(body: Mapping[str, Any]) -> str | None:
+    """The review reason a message names (underpaid, overpaid, late, compliance), else None."""
+    reason = (body.get("payment") or {}).get("review_reason")
+    if body.get("type") != "payment.review" or reason not in _REASON_TITLES:
+        return None
+    return str(reason)
+
+
+def review_note(body: Mapping[str, Any]) -> tuple[str, bool]:
+    """What a review event's line says about why (not escaped): `underpaid: received 0.5 of
+    0.86 SOL` (or `overpaid: ...`, `late: ...`), `compliance check`; and whether it already
+    states the amount. ("", False) for other events."""
+    reason = review_reason(body)
+    if reason is None:
+        return "", False
+    payment = body.get("payment") or {}
+    received, amount = one_line(payment.get("amount_received")), one_line(payment.get("amount"))
+    if reason not in _AMOUNT_REASONS or not received:
+        return _REASON_TITLES[reason], False
+    if amount:
+        return (
+            f"{reason}: received {received} of {format_amount(amount, payment.get('currency'))}",
+            True,
+        )
+    return f"{reason}: received {format_amount(received, payment.get('currency'))}", True
 
 
 def event_line(body: Mapping[str, Any], project: str, escape: Escape) -> str:
@@ -172,7 +213,9 @@ def event_line(body: Mapping[str, Any], project: str, escape: Escape) -> str:
     `[Acme Store]: New successful payment for 0.86 SOL for simple test product.`
 
     Without an amount or a description it degrades to what is known (the order reference, else
-    the payment id): `[Acme Store]: Payment expired for order 123456.`
+    the payment id): `[Acme Store]: Payment expired for order 123456.` A review says why (SPEC
+    11's review_reason): `[Acme Store]: Payment needs review (underpaid: received 0.5 of 0.86
+    SOL) for order 123456.`
     """
     payment = body.get("payment") or {}
     kind = str(body.get("type") or "payment.other")
@@ -182,8 +225,11 @@ def event_line(body: Mapping[str, Any], project: str, escape: Escape) -> str:
         if provider_event:
             phrase += f" ({escape(provider_event)})"
     text = phrase
+    note, states_amount = review_note(body)
+    if note:
+        text += f" ({escape(note)})"  # underpaid: received 0.5 of 0.86 SOL
     amount = payment_amount(payment)
-    if amount:
+    if amount and not states_amount:
         text += f" for {escape(amount)}"
     description = one_line(payment.get("description"))
     reference = one_line(payment.get("reference"))
@@ -198,7 +244,10 @@ def event_line(body: Mapping[str, Any], project: str, escape: Escape) -> str:
 
 
 def title(body: Mapping[str, Any]) -> str:
-    return TITLES.get(str(body.get("type")), TITLES["payment.other"])
+    """`Payment completed`; a review names its reason: `Payment needs review (underpaid)`."""
+    text = TITLES.get(str(body.get("type")), TITLES["payment.other"])
+    reason = review_reason(body)
+    return f"{text} ({_REASON_TITLES[reason]})" if reason else text
 
 
 def detail_fields(body: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -206,10 +255,12 @@ def detail_fields(body: Mapping[str, Any]) -> list[tuple[str, str]]:
     payment = body.get("payment") or {}
     fiat = format_amount(payment.get("fiat_amount"), payment.get("fiat_currency"))
     crypto = format_amount(payment.get("amount"), payment.get("currency"))
+    received = format_amount(payment.get("amount_received"), payment.get("currency"))
     source = one_line(body.get("source"))
     provider = one_line(body.get("provider"))
     pairs = [
         ("Amount", crypto),
+        ("Received", received if received != crypto else ""),  # what has arrived, when not all
         ("Fiat amount", fiat if crypto else ""),
         ("Reference", one_line(payment.get("reference"))),
         ("Payment ID", one_line(payment.get("id"))),
