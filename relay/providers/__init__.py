@@ -13,6 +13,7 @@ from relay.providers import (
     cryptoix,
     hmac,
     ivpay,
+    plisio,
     standard_webhooks,
 )
 from relay.providers.base import Provider, Rejected, SampleRequest
@@ -28,6 +29,7 @@ PROVIDERS: dict[str, type[Provider]] = {
         coinable.CoinableProvider,
         standard_webhooks.StandardWebhooksProvider,
         hmac.HmacProvider,
+        plisio.PlisioProvider,
     )
 }
 
