@@ -8,6 +8,7 @@ from relay.inbound import InboundRequest
 from relay.providers import (
     calypso,
     coinable,
+    coingate,
     coinpayments,
     coinpayments_ipn,
     cryptoix,
@@ -30,6 +31,8 @@ PROVIDERS: dict[str, type[Provider]] = {
         standard_webhooks.StandardWebhooksProvider,
         hmac.HmacProvider,
         plisio.PlisioProvider,
+        plisio.PlisioProvider,
+        coingate.CoingateProvider,
     )
 }
 
