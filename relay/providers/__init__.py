@@ -14,6 +14,7 @@ from relay.providers import (
     cryptoix,
     hmac,
     ivpay,
+    oxapay,
     plisio,
     standard_webhooks,
 )
@@ -33,6 +34,9 @@ PROVIDERS: dict[str, type[Provider]] = {
         plisio.PlisioProvider,
         plisio.PlisioProvider,
         coingate.CoingateProvider,
+        plisio.PlisioProvider,
+        coingate.CoingateProvider,
+        oxapay.OxapayProvider,
     )
 }
 
