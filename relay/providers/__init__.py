@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from relay.inbound import InboundRequest
 from relay.providers import (
+    binance_pay,
     calypso,
     coinable,
     coingate,
@@ -32,11 +33,9 @@ PROVIDERS: dict[str, type[Provider]] = {
         standard_webhooks.StandardWebhooksProvider,
         hmac.HmacProvider,
         plisio.PlisioProvider,
-        plisio.PlisioProvider,
-        coingate.CoingateProvider,
-        plisio.PlisioProvider,
         coingate.CoingateProvider,
         oxapay.OxapayProvider,
+        binance_pay.BinancePayProvider,
     )
 }
 
