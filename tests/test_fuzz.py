@@ -44,6 +44,12 @@ from relay.dlq import DeadLetterQueue
 from relay.events import EVENT_TYPES, dumps, loads
 from relay.keys import Keys
 from relay.providers import PROVIDERS, InboundRequest, Rejected
+from relay.providers.base import parse_json_object
+from relay.providers.plisio import json_messages
+from tests import test_providers_binance_pay as binance_test
+from tests import test_providers_coingate as coingate_test
+from tests import test_providers_oxapay as oxapay_test
+from tests import test_providers_plisio as plisio_test
 from tests.conftest import TEST_SECRETS, wait_for, worker_idle
 from tests.sink_servers import SinkServer
 from tests.test_provider_vectors import KEYS, MERCHANT, SIGNERS, SOURCES, json_values
@@ -61,11 +67,47 @@ ALL_SOURCES: dict[str, dict[str, Any]] = {
         "api_key": "${IVPAY_API_KEY}",
         "allowed_ips": ["203.0.113.0/24"],
     },
+    "plisio": plisio_test.CONFIG["sources"]["plisio"],
+    "coingate": coingate_test.SOURCES["coingate"],
+    "oxapay": oxapay_test.SOURCE,
+    "binance_pay": binance_test.SOURCE,
+}
+
+
+def _sign_oxapay(body: bytes) -> dict[str, str]:
+    try:
+        payout = str(orjson.loads(body).get("type")).casefold() == "payout"
+    except (orjson.JSONDecodeError, AttributeError):
+        payout = False
+    return oxapay_test.sign(body, oxapay_test.PAYOUT_KEY if payout else oxapay_test.MERCHANT_KEY)
+
+
+def _with_member(body: bytes, name: str, value: str) -> bytes:
+    """A JSON object body with one more string member (Plisio's and CoinGate's auth is inside)."""
+    member = orjson.dumps({name: value})[1:-1]
+    inner = body.rstrip()[:-1].rstrip()
+    return inner + (b"," if not inner.endswith(b"{") else b"") + member + b"}"
+
+
+def _plisio_signed(body: bytes) -> bytes:
+    message = json_messages(parse_json_object(body))[0]
+    digest = hmac.new(plisio_test.SECRET.encode(), message, hashlib.sha1).hexdigest()
+    return _with_member(body, "verify_hash", digest)
+
+
+# Providers whose credential is inside the body: how a signed random JSON payload gets it.
+BODY_AUTH = {
+    "plisio": _plisio_signed,
+    "coingate": lambda body: _with_member(body, "token", coingate_test.DOCS_TOKEN),
 }
 ALL_SIGNERS = {
     **SIGNERS,
     "ivpay": lambda body: {"X-API-KEY": IVPAY_KEY},
     "fenced": lambda body: {"X-API-KEY": IVPAY_KEY},
+    "plisio": lambda body: {},
+    "coingate": lambda body: {},
+    "oxapay": _sign_oxapay,
+    "binance_pay": binance_test.headers,
 }
 KINDS = sorted(ALL_SOURCES)
 MAX_BODY = 262_144  # server.max_body_bytes default
@@ -708,7 +750,8 @@ def signed_payloads(draw_: Any) -> tuple[str, bytes]:
             body += b"&note=%FF%FE%ED%A0%80"
         return kind, body
     payload = draw_(st.dictionaries(st.sampled_from(PROVIDER_KEYS), payload_values, max_size=10))
-    return kind, json_payload(payload)
+    body = json_payload(payload)
+    return kind, BODY_AUTH.get(kind, lambda b: b)(body)
 
 
 def sinks_config(server: Any) -> dict[str, Any]:

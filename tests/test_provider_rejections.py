@@ -27,6 +27,10 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.providers import PROVIDERS
 from relay.providers.coinpayments import signature as coinpayments_signature
+from tests import test_providers_binance_pay as binance_test
+from tests import test_providers_coingate as coingate_test
+from tests import test_providers_oxapay as oxapay_test
+from tests import test_providers_plisio as plisio_test
 from tests.conftest import TEST_SECRETS
 
 DATA = Path(__file__).parent / "data"
@@ -99,6 +103,10 @@ SOURCES: dict[str, dict[str, Any]] = {
         "signature_header": "X-Signature",
         "fields": {"payment_id": "id"},
     },
+    "plisio": plisio_test.CONFIG["sources"]["plisio"],
+    **coingate_test.SOURCES,
+    "oxapay": oxapay_test.SOURCE,
+    "binance": binance_test.SOURCE,
 }
 CONFIG = {"sources": SOURCES}
 
@@ -247,6 +255,29 @@ def generic(secret: str = SECRET["HMAC_WEBHOOK_SECRET"], signature: str | None =
     return Sent("generic", GENERIC_BODY, {**JSON, "X-Signature": given})
 
 
+def plisio(secret: str = plisio_test.SECRET, shape: str = "form") -> Sent:
+    if shape == "json":
+        return Sent("plisio", plisio_test.json_body(plisio_test.fields(), secret), dict(JSON))
+    return Sent("plisio", plisio_test.form_body(plisio_test.fields(), secret), {})
+
+
+def coingate(token: str | None = coingate_test.DOCS_TOKEN, source: str = "coingate") -> Sent:
+    changes = {} if token is None else {"token": token}
+    body = coingate_test.form(**changes)
+    if token is None:
+        body = body.replace(b"&token=" + coingate_test.DOCS_TOKEN.encode(), b"")
+    return Sent(source, body, {})
+
+
+def oxapay(key: str = oxapay_test.MERCHANT_KEY) -> Sent:
+    return Sent("oxapay", oxapay_test.PAID, oxapay_test.sign(oxapay_test.PAID, key))
+
+
+def binance(key: bytes = binance_test.PRIVATE, age_s: float = 0.0) -> Sent:
+    body = binance_test.DOCS_BODY
+    return Sent("binance", body, binance_test.headers(body, key, time.time() - age_s))
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[], Sent]]
@@ -273,6 +304,15 @@ ACCEPTED: list[Row] = [
     ("standard-webhooks-second-secret", lambda: partner(SECRET["PARTNER_WHSEC_2"])),
     ("hmac-btcpay", btcpay),
     ("hmac-second-secret", lambda: generic(SECRET["HMAC_WEBHOOK_SECRET_2"])),
+    ("plisio-form", plisio),
+    ("plisio-json", lambda: plisio(shape="json")),
+    ("plisio-second-secret", lambda: plisio("plisio-old-key")),
+    ("coingate", coingate),
+    ("coingate-second-token", lambda: coingate("coingate-old-token")),
+    ("oxapay", oxapay),
+    ("oxapay-second-key", lambda: oxapay("oxapay-old-merchant-key")),
+    ("binance-pay", binance),
+    ("binance-pay-second-key", lambda: binance(binance_test.OTHER_PRIVATE)),
 ]
 
 WRONG_WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -347,6 +387,45 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
     ("hmac-no-signature", lambda: without(btcpay(), "BTCPay-Sig"), BAD_SIGNATURE),
     ("hmac-no-prefix", lambda: btcpay(prefix=""), BAD_SIGNATURE),
     ("hmac-not-base64", lambda: generic(signature="%%%"), BAD_SIGNATURE),
+    (
+        "plisio-tampered",
+        lambda: tampered(plisio(), b"amount=0.00047", b"amount=0.00048"),
+        BAD_SIGNATURE,
+    ),
+    (
+        "plisio-json-tampered",
+        lambda: tampered(plisio(shape="json"), b"0.00047000", b"0.00047001"),
+        BAD_SIGNATURE,
+    ),
+    ("plisio-wrong-secret", lambda: plisio("nope"), BAD_SIGNATURE),
+    (
+        "plisio-no-verify-hash",
+        lambda: replace(plisio(), body=plisio().body.split(b"&verify_hash=")[0]),
+        BAD_SIGNATURE,
+    ),
+    ("coingate-tampered-token", lambda: tampered(coingate(), b"a33", b"a34"), BAD_TOKEN),
+    ("coingate-wrong-token", lambda: coingate("not-the-token"), BAD_TOKEN),
+    ("coingate-no-token", lambda: coingate(None), BAD_TOKEN),
+    ("coingate-static-token-on-keyed-source", lambda: coingate(source="coingate-keyed"), BAD_TOKEN),
+    ("oxapay-tampered", lambda: tampered(oxapay(), b"ORD-12345", b"ORD-12346"), BAD_SIGNATURE),
+    ("oxapay-wrong-key", lambda: oxapay("nope"), BAD_SIGNATURE),
+    ("oxapay-no-hmac", lambda: without(oxapay(), "HMAC"), BAD_SIGNATURE),
+    (
+        "binance-pay-tampered",
+        lambda: tampered(binance(), b"0.88000000", b"0.88000001"),
+        BAD_SIGNATURE,
+    ),
+    (
+        "binance-pay-wrong-key",
+        lambda: binance(binance_test.wrong_private_key()),
+        BAD_SIGNATURE,
+    ),
+    (
+        "binance-pay-no-signature",
+        lambda: without(binance(), "BinancePay-Signature"),
+        BAD_SIGNATURE,
+    ),
+    ("binance-pay-ten-minutes-old", lambda: binance(age_s=600), STALE),
 ]
 
 
