@@ -30,6 +30,11 @@ CoinPayments"). Not `completed`: that is the invoice's later settlement to the m
 (invoiceCompleted), and no wallet notification reports one. `amount` is then also
 `amount_received`. Spends, conversions, sweeps and `Unknown` move money out or between wallets:
 `payment.other`, still with their amounts, currency and hash.
+
+`amount_received` of an invoice event: CoinPayments sends what has arrived only per payment
+(`payments[].hotWallet` confirmed and unconfirmed amounts, notification-payload.yaml), as integer
+minor units of the payment's currency, which is another currency than the invoice's and is named
+by a numeric id; the decimal value is not known here (SPEC 4), so it stays in `data`.
 """
 
 from __future__ import annotations
