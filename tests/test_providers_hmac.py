@@ -55,7 +55,7 @@ COINBASE = {
     },
     "event_types": {
         "charge:created": "payment.created",
-        "charge:pending": "payment.pending",
+        "charge:pending": "payment.paid",  # detected on chain: funds received (Coinbase docs)
         "charge:confirmed": "payment.completed",
         "charge:failed": "payment.failed",
         "charge:delayed": "payment.review",
