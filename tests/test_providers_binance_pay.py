@@ -100,6 +100,8 @@ async def test_docs_notification_is_stored_and_normalizes(ingress: Any, redis: A
     client = await ingress(CONFIG)
     response = await client.post("/hooks/binance", data=DOCS_BODY, headers=headers(DOCS_BODY))
     assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert (answer["returnCode"], answer["returnMessage"]) == ("SUCCESS", None)  # Binance's form
     (event,) = provider().normalize(await stored(redis, (await response.json())["id"]))
     assert (event.type, event.provider_event) == ("payment.completed", "PAY_SUCCESS")
     assert (event.payment.id, event.payment.reference) == ("29383937493038367292", "9825382937292")

@@ -18,7 +18,7 @@ from relay.ingress.state import CONFIG, GUARD, REDIS, REJECTIONS, SOURCES, STORE
 from relay.keys import Keys
 from relay.logs import get_logger
 from relay.providers import Provider, Rejected, build_sources
-from relay.queue import InboundStore
+from relay.queue import InboundStore, Stored
 from relay.redis import connect
 from relay.redis_memory import EvictingRedis
 from relay.rejected import Keeper, RejectedRequest
@@ -133,6 +133,16 @@ async def receive_webhook(request: web.Request) -> web.Response:
         return _unavailable(app, source)
     if not stored.duplicate:
         guard.stored(len(body))
+    return _stored_answer(provider, stored)
+
+
+def _stored_answer(provider: Provider, stored: Stored) -> web.Response:
+    """SPEC 3's 200, or the provider's own where it needs one (Binance Pay's returnCode,
+    OxaPay's `ok`): else it counts the delivery as failed and retries."""
+    own = provider.stored_answer(stored.id, stored.duplicate)
+    if own is not None:
+        body, content_type = own
+        return web.Response(body=body, content_type=content_type)
     answer: dict[str, object] = {"ok": True, "id": stored.id}
     if stored.duplicate:
         answer["duplicate"] = True

@@ -78,6 +78,12 @@ class Provider(ABC):
         self.name = name
         self.config = config
 
+    def stored_answer(self, inbound_id: str, duplicate: bool) -> tuple[bytes, str] | None:
+        """The body (and content type) of the 200 for a stored webhook, for providers that
+        count a delivery as done only on their own answer; None: SPEC 3's JSON."""
+        del inbound_id, duplicate
+        return None
+
     @abstractmethod
     def verify(self, request: InboundRequest) -> None:
         """Raise `Rejected` unless the request is authentic and well formed."""

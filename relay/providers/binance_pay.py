@@ -29,9 +29,8 @@ there is no chain transaction hash; `transactionId` stays in `data`. `amount_rec
 closed).
 
 Answer: Binance wants `{"returnCode":"SUCCESS","returnMessage":null}` ("Response Parameters",
-returnCode required; on anything else it retries, up to 6 times). The relay's ingress answers
-its own body, so Binance treats a stored notification as failed and retries it: the retries are
-duplicates (same dedupe key), nothing is lost or doubled, but Binance's portal shows failures.
+returnCode required; on anything else it retries, up to 6 times, and its portal shows a
+failure): `stored_answer` gives it, with the relay's own `ok` and `id` beside it.
 
 Dedupe key: `bizType` + `bizIdStr` (else `bizId`) + `bizStatus`. A retry is signed afresh (new
 nonce and timestamp) over the same body: one event. Each order has its own prepay id; a
@@ -50,6 +49,7 @@ import time
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
+import orjson
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -257,6 +257,13 @@ class BinancePayProvider(Provider):
                 data=data,
             )
         ]
+
+    def stored_answer(self, inbound_id: str, duplicate: bool) -> tuple[bytes, str] | None:
+        """Binance's required answer (returnCode), with the relay's own fields beside it."""
+        answer = {"returnCode": "SUCCESS", "returnMessage": None, "ok": True, "id": inbound_id}
+        if duplicate:
+            answer["duplicate"] = True
+        return orjson.dumps(answer), "application/json"
 
     def sample(self, event: str, now: float) -> SampleRequest:
         if self._signer is None:

@@ -24,9 +24,8 @@ failed -> failed; refunding, refunded -> other; every payout callback -> other (
 invoice's currency (else unknown); `tx_hash`, `network`, `confirmations` are the last
 transaction's.
 
-Answer: OxaPay counts a delivery as done on HTTP 200 with the body `ok`; the relay's ingress
-answers its own JSON, so OxaPay may retry a stored callback (at most 5 times): duplicates, one
-event.
+Answer: OxaPay counts a delivery as done on HTTP 200 with the body `ok` (else it retries, at
+most 5 times): `stored_answer` gives exactly that, as text/plain.
 
 Dedupe key: `track_id` + `type` + status + each transaction's hash, status and confirmations.
 OxaPay retries up to 5 times (about 1 min, 3 min, 30 min, 3 h apart) with the same body: one
@@ -196,6 +195,11 @@ class OxapayProvider(Provider):
                 data=payload,
             )
         ]
+
+    def stored_answer(self, inbound_id: str, duplicate: bool) -> tuple[bytes, str] | None:
+        """OxaPay counts a delivery as done only on the body `ok`."""
+        del inbound_id, duplicate
+        return b"ok", "text/plain"
 
     def sample(self, event: str, now: float) -> SampleRequest:
         status = _SAMPLES[event]
