@@ -1,6 +1,8 @@
-"""The /status page in a real headless Chromium: figures rendered, script running, nothing
-injected; and a screenshot of it from a realistic state (written under the test's tmp_path,
-never into the repository: copy it to docs/status.png by hand to update the README's).
+"""The open /status page (no `admin.token`: read-only, as before the console) in a real
+headless Chromium: figures rendered, script running, nothing injected; and a screenshot of it
+from a realistic state (written under the test's tmp_path, never into the repository: copy it
+to docs/status.png by hand to update the README's). With a token, /status is the console:
+tests/test_console.py.
 
 Needs Chromium: /usr/bin/chromium or `chromium` on PATH (Debian/Ubuntu: `apt-get install
 chromium`). Without it these tests are skipped; the suite installs nothing.
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, Realistic
+from tests.conftest import Realistic
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_TIMEOUT_S = 60
@@ -89,16 +91,16 @@ def figure(dom: str, key: str, scope: str = "") -> str:
 
 
 async def test_page_renders_figures_in_chromium(
-    chromium: str, profile: str, realistic_with_token: Realistic
+    chromium: str, profile: str, realistic: Realistic
 ) -> None:
-    """The page, opened with ?token= as on a phone, shows the figures, and its script runs:
-    it refreshes the figures from the relay and keeps the token for its own requests."""
-    client = realistic_with_token.client
+    """The open page, on a phone-sized window, shows the figures and says to set admin.token
+    for the console; its script runs: it refreshes the figures from the relay."""
+    client = realistic.client
     # The request carries attacker-chosen text in the URL path; the page must show it as text.
     hostile = "<img src=x onerror=alert(1)>"
     assert (await client.post(f"/hooks/{hostile}", data=b"{}")).status == 404
 
-    url = str(client.make_url("/status").with_query(token=ADMIN_TOKEN))
+    url = str(client.make_url("/status"))
     started = time.monotonic()
     # Virtual time: the page's 5 s refresh timer fires at once, and Chromium waits for it.
     dom = await run_chromium(
@@ -123,8 +125,7 @@ async def test_page_renders_figures_in_chromium(
     # Escaped, never markup: no element was injected by the request's path.
     assert "<img src=" not in dom
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom
-    # The script keeps ?token= on its own links, so refreshes stay authorized.
-    assert f'href="status.json?token={ADMIN_TOKEN}"' in dom
+    assert 'id="no-token"' in dom and "set <code>admin.token</code>" in dom
 
 
 async def test_screenshot(

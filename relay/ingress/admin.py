@@ -1,8 +1,9 @@
 """The ingress's admin routes (SPEC 8): `/metrics` for Prometheus and the `/status` page.
 
 Both read one `relay.monitor` snapshot from Redis per request, so every web dyno reports the
-whole system. When `admin.token` is set they need `Authorization: Bearer <token>`; the page
-and its JSON also take `?token=` so a phone's browser can open a bookmarked URL.
+whole system. When `admin.token` is set they need `Authorization: Bearer <token>` (and
+`/status.json` takes `?token=`), and `/status` is the operator console instead
+(relay.ingress.console: a sign-in form and a session cookie; an old `?token=` link signs in).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from prometheus_client.core import (
 from redis.exceptions import RedisError
 
 from relay import __version__
+from relay.ingress import console
 from relay.ingress.auth import token_matches
 from relay.ingress.state import CONFIG, REDIS
 from relay.keys import DELIVERY_OUTCOMES, INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
@@ -46,6 +48,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status_page)
     app.router.add_get("/status.json", status_json)
+    console.add_routes(app)  # the console's sign-in, sign-out and script (SPEC 10)
 
 
 # --- access -------------------------------------------------------------------------------
@@ -351,6 +354,10 @@ def _overall(snapshot: Snapshot) -> dict[str, str]:
 
 
 async def status_page(request: web.Request) -> web.Response:
+    """With `admin.token` set, the console (relay.ingress.console: sign-in, then the
+    page that works through /api/); without one, this read-only page, open as before."""
+    if request.app[CONFIG].config.admin.token:
+        return await console.page(request)
     if not _authorized(request, allow_query=True):
         return _unauthorized()
     snapshot: Snapshot | None = None

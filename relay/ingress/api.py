@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from relay import operator, rejected
 from relay.events import dumps
 from relay.ingress import openapi
-from relay.ingress.auth import token_matches
+from relay.ingress.auth import api_access
 from relay.ingress.state import CONFIG, REDIS
 from relay.keys import LOG_STATES, Keys
 from relay.ledger.query import MAX_LIMIT
@@ -102,16 +102,22 @@ def error_response(
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    expected = request.config_dict[CONFIG].config.admin.token
+    config = request.config_dict[CONFIG].config
+    expected = config.admin.token
     if not expected:
         return error_response(403, "admin_token_not_set", "set admin.token to use the API")
-    if not token_matches(request, expected):
+    # A bearer token, or the console's session cookie (relay.ingress.auth: CSRF checked).
+    access = api_access(request, expected, config.server.trusted_proxy_hops)
+    if access == "unauthorized":
         return error_response(
             401,
             "unauthorized",
             "send Authorization: Bearer <admin.token>",
             {"WWW-Authenticate": 'Bearer realm="payrelay"'},
         )
+    if access == "cross_site":
+        detail = "a request signed in by the console's cookie must come from its own origin"
+        return error_response(403, "cross_site_request", detail)
     try:
         async with asyncio.timeout(API_TIMEOUT_S):
             response = await handler(request)
