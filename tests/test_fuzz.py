@@ -47,6 +47,7 @@ from relay.providers import PROVIDERS, InboundRequest, Rejected
 from relay.providers.base import parse_json_object
 from relay.providers.plisio import json_messages
 from tests import test_providers_binance_pay as binance_test
+from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coingate as coingate_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
@@ -71,6 +72,7 @@ ALL_SOURCES: dict[str, dict[str, Any]] = {
     "coingate": coingate_test.SOURCES["coingate"],
     "oxapay": oxapay_test.SOURCE,
     "binance_pay": binance_test.SOURCE,
+    "btcpay": btcpay_test.SOURCE,
 }
 
 
@@ -108,6 +110,7 @@ ALL_SIGNERS = {
     "coingate": lambda body: {},
     "oxapay": _sign_oxapay,
     "binance_pay": binance_test.headers,
+    "btcpay": btcpay_test.sig,
 }
 KINDS = sorted(ALL_SOURCES)
 MAX_BODY = 262_144  # server.max_body_bytes default
@@ -174,6 +177,7 @@ SIGNATURE_HEADERS = [
     "webhook-timestamp",
     "webhook-signature",
     "X-Sig",
+    "BTCPay-Sig",
     "Content-Type",
     "X-Forwarded-For",
     "Authorization",

@@ -29,6 +29,7 @@ from relay.providers import PROVIDERS
 from relay.providers.coinpayments import signature as coinpayments_signature
 from relay.queue import inbound_id
 from tests import test_providers_binance_pay as binance_test
+from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coingate as coingate_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
@@ -108,6 +109,7 @@ SOURCES: dict[str, dict[str, Any]] = {
     **coingate_test.SOURCES,
     "oxapay": oxapay_test.SOURCE,
     "binance": binance_test.SOURCE,
+    "btcpay-server": btcpay_test.SOURCE,
 }
 CONFIG = {"sources": SOURCES}
 
@@ -279,6 +281,11 @@ def binance(key: bytes = binance_test.PRIVATE, age_s: float = 0.0) -> Sent:
     return Sent("binance", body, binance_test.headers(body, key, time.time() - age_s))
 
 
+def btcpay_server(secret: str = btcpay_test.SECRET) -> Sent:
+    body = btcpay_test.RECEIVED
+    return Sent("btcpay-server", body, btcpay_test.sig(body, secret))
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[], Sent]]
@@ -314,6 +321,8 @@ ACCEPTED: list[Row] = [
     ("oxapay-second-key", lambda: oxapay("oxapay-old-merchant-key")),
     ("binance-pay", binance),
     ("binance-pay-second-key", lambda: binance(binance_test.OTHER_PRIVATE)),
+    ("btcpay", btcpay_server),
+    ("btcpay-second-secret", lambda: btcpay_server("btcpay-old-secret")),
 ]
 
 WRONG_WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -427,6 +436,13 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
         BAD_SIGNATURE,
     ),
     ("binance-pay-ten-minutes-old", lambda: binance(age_s=600), STALE),
+    (
+        "btcpay-tampered",
+        lambda: tampered(btcpay_server(), b"order-4711", b"order-4712"),
+        BAD_SIGNATURE,
+    ),
+    ("btcpay-wrong-secret", lambda: btcpay_server("nope"), BAD_SIGNATURE),
+    ("btcpay-no-signature", lambda: without(btcpay_server(), "BTCPay-Sig"), BAD_SIGNATURE),
 ]
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from relay.inbound import InboundRequest
 from relay.providers import (
     binance_pay,
+    btcpay,
     calypso,
     coinable,
     coingate,
@@ -32,6 +33,7 @@ PROVIDERS: dict[str, type[Provider]] = {
         coinable.CoinableProvider,
         standard_webhooks.StandardWebhooksProvider,
         hmac.HmacProvider,
+        btcpay.BtcpayProvider,
         plisio.PlisioProvider,
         coingate.CoingateProvider,
         oxapay.OxapayProvider,
