@@ -452,7 +452,7 @@ async def test_a_cross_site_form_post_does_not_pause_a_sink(
     assert (await sink_states(relay))["shop"] == "active"
 
 
-async def test_cookie_posts_need_the_relays_own_origin(browser: Any, relay: Relay) -> None:
+async def test_cookie_posts_need_the_relays_own_origin(relay: Relay) -> None:
     cookie = {"Cookie": f"{auth.SESSION_COOKIE}={auth.new_session(ADMIN_TOKEN)}"}
     client = relay.client
     own = f"http://{relay.client.server.host}:{relay.client.server.port}"
