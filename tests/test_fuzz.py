@@ -48,6 +48,7 @@ from relay.providers.base import parse_json_object
 from relay.providers.plisio import json_messages
 from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
+from tests import test_providers_coinbase_commerce as coinbase_test
 from tests import test_providers_coingate as coingate_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
@@ -73,6 +74,7 @@ ALL_SOURCES: dict[str, dict[str, Any]] = {
     "oxapay": oxapay_test.SOURCE,
     "binance_pay": binance_test.SOURCE,
     "btcpay": btcpay_test.SOURCE,
+    "coinbase_commerce": coinbase_test.SOURCE,
 }
 
 
@@ -111,6 +113,7 @@ ALL_SIGNERS = {
     "oxapay": _sign_oxapay,
     "binance_pay": binance_test.headers,
     "btcpay": btcpay_test.sig,
+    "coinbase_commerce": coinbase_test.sig,
 }
 KINDS = sorted(ALL_SOURCES)
 MAX_BODY = 262_144  # server.max_body_bytes default
@@ -178,6 +181,7 @@ SIGNATURE_HEADERS = [
     "webhook-signature",
     "X-Sig",
     "BTCPay-Sig",
+    "X-CC-Webhook-Signature",
     "Content-Type",
     "X-Forwarded-For",
     "Authorization",

@@ -30,6 +30,7 @@ from relay.providers.coinpayments import signature as coinpayments_signature
 from relay.queue import inbound_id
 from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
+from tests import test_providers_coinbase_commerce as coinbase_test
 from tests import test_providers_coingate as coingate_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
@@ -110,6 +111,7 @@ SOURCES: dict[str, dict[str, Any]] = {
     "oxapay": oxapay_test.SOURCE,
     "binance": binance_test.SOURCE,
     "btcpay-server": btcpay_test.SOURCE,
+    "coinbase-commerce": coinbase_test.SOURCE,
 }
 CONFIG = {"sources": SOURCES}
 
@@ -286,6 +288,11 @@ def btcpay_server(secret: str = btcpay_test.SECRET) -> Sent:
     return Sent("btcpay-server", body, btcpay_test.sig(body, secret))
 
 
+def coinbase_commerce(secret: str = coinbase_test.SECRET) -> Sent:
+    body = coinbase_test.CONFIRMED
+    return Sent("coinbase-commerce", body, coinbase_test.sig(body, secret))
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[], Sent]]
@@ -323,6 +330,8 @@ ACCEPTED: list[Row] = [
     ("binance-pay-second-key", lambda: binance(binance_test.OTHER_PRIVATE)),
     ("btcpay", btcpay_server),
     ("btcpay-second-secret", lambda: btcpay_server("btcpay-old-secret")),
+    ("coinbase-commerce", coinbase_commerce),
+    ("coinbase-commerce-second-secret", lambda: coinbase_commerce("coinbase-old-shared-secret")),
 ]
 
 WRONG_WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -443,6 +452,17 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
     ),
     ("btcpay-wrong-secret", lambda: btcpay_server("nope"), BAD_SIGNATURE),
     ("btcpay-no-signature", lambda: without(btcpay_server(), "BTCPay-Sig"), BAD_SIGNATURE),
+    (
+        "coinbase-commerce-tampered",
+        lambda: tampered(coinbase_commerce(), b"XA6G6ZFR", b"XA6G6ZFS"),
+        BAD_SIGNATURE,
+    ),
+    ("coinbase-commerce-wrong-secret", lambda: coinbase_commerce("nope"), BAD_SIGNATURE),
+    (
+        "coinbase-commerce-no-signature",
+        lambda: without(coinbase_commerce(), "X-CC-Webhook-Signature"),
+        BAD_SIGNATURE,
+    ),
 ]
 
 
