@@ -1,16 +1,26 @@
-"""Redis connections from `REDIS_URL`, including Heroku's `rediss://` with self-signed certs.
+"""Redis connections from `REDIS_URL`, including Heroku's `rediss://` with self-signed certs
+and Redis Sentinel (`redis+sentinel://h1:26379,h2:26379,h3:26379/mymaster`).
 
 arq's `RedisSettings.from_dsn` ignores URL options such as `ssl_cert_reqs` and keeps
 `required`, which fails on Heroku Key-Value Store's self-signed certificate: we set it here.
+For Sentinel, arq passes neither timeouts nor retries (python-arq/arq#235), so every client,
+the worker's included, is built here with the same settings as for a plain URL, on redis-py's
+`Sentinel.master_for`: after a failover its pool asks the Sentinels for the new primary, and
+the retries below ride out the switch (redis-py docs, "Redis Sentinel").
+
+Redis Cluster is not supported: arq's keys carry no hash tags, so a job, its lock and the
+queue would land on different shards. Past one Redis, run separate relays (each its own Redis).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -26,7 +36,11 @@ WORKER_SOCKET_TIMEOUT_S = 5.0  # a half-open connection fails a command after th
 
 
 def arq_settings(url: str) -> RedisSettings:
-    """Arq's settings for `url`: TLS without cert checks for rediss://, retries on blips."""
+    """Arq's settings for `url`: TLS without cert checks for rediss://, retries on blips. (The
+    worker hands arq its own pool (`connect_worker`); these only fill arq's settings field.)"""
+    if url.startswith(SENTINEL_SCHEME):
+        parsed = parse_sentinel_url(url)
+        return RedisSettings(host=parsed.hosts, sentinel=True, sentinel_master=parsed.service)
     settings = RedisSettings.from_dsn(url)
     return dataclasses.replace(
         settings,
@@ -58,5 +72,73 @@ def connect(url: str, *, timeout: float = 5.0, retry: bool = True, **extra: Any)
         options["ssl_cert_reqs"] = "none"
     if retry:
         options.update(retry=_retry(), retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    if url.startswith(SENTINEL_SCHEME):
+        return _sentinel_client(parse_sentinel_url(url), options)
     client: ArqRedis = ArqRedis.from_url(url, **options)
+    return client
+
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelURL:
+    hosts: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    password: str | None = None  # of the Redis servers (and of the Sentinels, unless given)
+    username: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """`redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db][?ssl=true]
+    [&sentinel_password=...]`. ValueError with what is wrong."""
+    rest = url.removeprefix(SENTINEL_SCHEME)
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    auth, at, hosts_text = netloc.rpartition("@")
+    username, _, password = auth.partition(":") if at else ("", "", "")
+    hosts: list[tuple[str, int]] = []
+    for item in hosts_text.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"not host:port in a Sentinel URL: {item.strip()!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    service, _, db = path.partition("/")
+    if not service:
+        raise ValueError("a Sentinel URL names its service: redis+sentinel://h:26379/mymaster")
+    params = dict(parse_qsl(query))
+    return SentinelURL(
+        hosts=hosts,
+        service=unquote(service),
+        db=int(db) if db.isdigit() else 0,
+        password=unquote(password) or None,
+        username=unquote(username) or None,
+        sentinel_password=params.get("sentinel_password"),
+        ssl=params.get("ssl", "").lower() in ("1", "true", "yes"),
+    )
+
+
+def _sentinel_client(parsed: SentinelURL, options: dict[str, Any]) -> ArqRedis:
+    if parsed.ssl:
+        options = {**options, "ssl": True, "ssl_cert_reqs": "none"}
+    sentinel_options: dict[str, Any] = {
+        key: options[key]
+        for key in ("socket_connect_timeout", "socket_timeout", "ssl", "ssl_cert_reqs")
+        if key in options
+    }
+    password = parsed.sentinel_password or parsed.password
+    if password:
+        sentinel_options["password"] = password
+    sentinel = Sentinel(parsed.hosts, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client: ArqRedis = sentinel.master_for(
+        parsed.service,
+        redis_class=ArqRedis,
+        db=parsed.db,
+        password=parsed.password,
+        username=parsed.username,
+        **options,
+    )
     return client

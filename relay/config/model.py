@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from relay.config.env import interpolate, path_str
 from relay.config.types import Duration, RetryConfig, SinkConfig, SourceConfig, Strict
 from relay.providers import PROVIDERS
+from relay.redis import SENTINEL_SCHEME, parse_sentinel_url
 from relay.sinks import SINKS
 
 DEFAULT_PATH = "config/relay.yaml"
@@ -96,8 +97,12 @@ class RelayConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if value and not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("not a Redis URL (redis://, rediss:// or unix://)")
+        if value and not value.startswith(("redis://", "rediss://", "unix://", SENTINEL_SCHEME)):
+            raise ValueError(
+                "not a Redis URL (redis://, rediss://, unix:// or redis+sentinel://h:26379/name)"
+            )
+        if value.startswith(SENTINEL_SCHEME):
+            parse_sentinel_url(value)  # its ValueError is the message
         return value
 
     def retry_for(self, sink: SinkConfig) -> RetryConfig:
