@@ -43,7 +43,13 @@ from standardwebhooks.webhooks import Webhook
 from relay.dlq import DeadLetterQueue
 from relay.events import EVENT_TYPES, dumps, loads
 from relay.keys import Keys
-from relay.providers import PROVIDERS, InboundRequest, Rejected
+from relay.providers import (
+    PROVIDERS,
+    InboundRequest,
+    Rejected,
+    jsonforms,
+    nowpayments,
+)
 from relay.providers.base import parse_json_object
 from relay.providers.plisio import json_messages
 from tests import test_providers_binance_pay as binance_test
@@ -75,6 +81,7 @@ ALL_SOURCES: dict[str, dict[str, Any]] = {
     "binance_pay": binance_test.SOURCE,
     "btcpay": btcpay_test.SOURCE,
     "coinbase_commerce": coinbase_test.SOURCE,
+    "nowpayments": {"provider": "nowpayments", "ipn_secret": "nowpayments-fuzz-secret"},
 }
 
 
@@ -99,6 +106,15 @@ def _plisio_signed(body: bytes) -> bytes:
     return _with_member(body, "verify_hash", digest)
 
 
+def _nowpayments_sig(body: bytes) -> dict[str, str]:
+    """NOWPayments signs the parsed payload (the Node SDK's form); nothing for non-JSON."""
+    try:
+        value = jsonforms.parse_exact(body)
+    except (ValueError, RecursionError):
+        return {}
+    return {"x-nowpayments-sig": nowpayments.signature("nowpayments-fuzz-secret", value)}
+
+
 # Providers whose credential is inside the body: how a signed random JSON payload gets it.
 BODY_AUTH = {
     "plisio": _plisio_signed,
@@ -114,6 +130,7 @@ ALL_SIGNERS = {
     "binance_pay": binance_test.headers,
     "btcpay": btcpay_test.sig,
     "coinbase_commerce": coinbase_test.sig,
+    "nowpayments": _nowpayments_sig,
 }
 KINDS = sorted(ALL_SOURCES)
 MAX_BODY = 262_144  # server.max_body_bytes default
@@ -182,6 +199,7 @@ SIGNATURE_HEADERS = [
     "X-Sig",
     "BTCPay-Sig",
     "X-CC-Webhook-Signature",
+    "x-nowpayments-sig",
     "Content-Type",
     "X-Forwarded-For",
     "Authorization",

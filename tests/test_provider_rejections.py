@@ -32,6 +32,7 @@ from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coinbase_commerce as coinbase_test
 from tests import test_providers_coingate as coingate_test
+from tests import test_providers_nowpayments as nowpayments_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
 from tests.conftest import TEST_SECRETS
@@ -112,6 +113,7 @@ SOURCES: dict[str, dict[str, Any]] = {
     "binance": binance_test.SOURCE,
     "btcpay-server": btcpay_test.SOURCE,
     "coinbase-commerce": coinbase_test.SOURCE,
+    "nowpayments": nowpayments_test.SOURCE,
 }
 CONFIG = {"sources": SOURCES}
 
@@ -293,6 +295,14 @@ def coinbase_commerce(secret: str = coinbase_test.SECRET) -> Sent:
     return Sent("coinbase-commerce", body, coinbase_test.sig(body, secret))
 
 
+def nowpayments(signature: str | None = None, secret: str = nowpayments_test.SECRET) -> Sent:
+    """Signed by Node (the vector), or the docs' Python way with `secret`."""
+    body = nowpayments_test.PARTIAL
+    if signature is None:
+        signature = nowpayments_test.python_docs_signature(body, secret)
+    return Sent("nowpayments", body, nowpayments_test.header(signature))
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[], Sent]]
@@ -332,6 +342,19 @@ ACCEPTED: list[Row] = [
     ("btcpay-second-secret", lambda: btcpay_server("btcpay-old-secret")),
     ("coinbase-commerce", coinbase_commerce),
     ("coinbase-commerce-second-secret", lambda: coinbase_commerce("coinbase-old-shared-secret")),
+    (
+        "nowpayments-node-sdk",
+        lambda: nowpayments(
+            nowpayments_test.VECTORS["ipn_partially_paid_unicode.json"]["node_signature"]
+        ),
+    ),
+    (
+        "nowpayments-php-docs",
+        lambda: nowpayments(
+            nowpayments_test.VECTORS["ipn_partially_paid_unicode.json"]["php_signature"]
+        ),
+    ),
+    ("nowpayments-second-secret", lambda: nowpayments(secret="nowpayments-old-ipn-secret")),
 ]
 
 WRONG_WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -461,6 +484,17 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
     (
         "coinbase-commerce-no-signature",
         lambda: without(coinbase_commerce(), "X-CC-Webhook-Signature"),
+        BAD_SIGNATURE,
+    ),
+    (
+        "nowpayments-tampered",
+        lambda: tampered(nowpayments(), b'"actually_paid":0.00002', b'"actually_paid":0.00003'),
+        BAD_SIGNATURE,
+    ),
+    ("nowpayments-wrong-secret", lambda: nowpayments(secret="nope"), BAD_SIGNATURE),
+    (
+        "nowpayments-no-signature",
+        lambda: without(nowpayments(), "x-nowpayments-sig"),
         BAD_SIGNATURE,
     ),
 ]
