@@ -47,6 +47,7 @@ from relay.providers import (
     PROVIDERS,
     InboundRequest,
     Rejected,
+    cryptomus,
     jsonforms,
     nowpayments,
 )
@@ -56,6 +57,7 @@ from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coinbase_commerce as coinbase_test
 from tests import test_providers_coingate as coingate_test
+from tests import test_providers_cryptomus as cryptomus_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
 from tests.conftest import TEST_SECRETS, wait_for, worker_idle
@@ -82,6 +84,8 @@ ALL_SOURCES: dict[str, dict[str, Any]] = {
     "btcpay": btcpay_test.SOURCE,
     "coinbase_commerce": coinbase_test.SOURCE,
     "nowpayments": {"provider": "nowpayments", "ipn_secret": "nowpayments-fuzz-secret"},
+    "cryptomus": cryptomus_test.CRYPTOMUS,
+    "heleket": cryptomus_test.HELEKET,
 }
 
 
@@ -115,8 +119,20 @@ def _nowpayments_sig(body: bytes) -> dict[str, str]:
     return {"x-nowpayments-sig": nowpayments.signature("nowpayments-fuzz-secret", value)}
 
 
+def _cryptomus_signed(key: str) -> Any:
+    """`sign` over the body's own members (the raw form Heleket's Go SDK checks), appended."""
+
+    def sign(body: bytes) -> bytes:
+        members = jsonforms.members_without(body.decode(), "sign")
+        return body if members is None else _with_member(body, "sign", cryptomus.sign(members, key))
+
+    return sign
+
+
 # Providers whose credential is inside the body: how a signed random JSON payload gets it.
 BODY_AUTH = {
+    "cryptomus": _cryptomus_signed(cryptomus_test.KEY),
+    "heleket": _cryptomus_signed(cryptomus_test.HELEKET_KEY),
     "plisio": _plisio_signed,
     "coingate": lambda body: _with_member(body, "token", coingate_test.DOCS_TOKEN),
 }
@@ -131,6 +147,8 @@ ALL_SIGNERS = {
     "btcpay": btcpay_test.sig,
     "coinbase_commerce": coinbase_test.sig,
     "nowpayments": _nowpayments_sig,
+    "cryptomus": lambda body: {},
+    "heleket": lambda body: {},
 }
 KINDS = sorted(ALL_SOURCES)
 MAX_BODY = 262_144  # server.max_body_bytes default
@@ -721,6 +739,22 @@ PROVIDER_KEYS = sorted(
         "signature",
         "created_at",
         "ref",
+        # btcpay, coinbase_commerce, nowpayments, cryptomus/heleket
+        "invoiceId",
+        "deliveryId",
+        "originalDeliveryId",
+        "webhookId",
+        "afterExpiration",
+        "payment",
+        "paymentMethodId",
+        "payment_status",
+        "actually_paid",
+        "pay_amount",
+        "payin_hash",
+        "uuid",
+        "payment_amount",
+        "txid",
+        "sign",
     }
 )
 

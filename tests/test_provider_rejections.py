@@ -32,6 +32,7 @@ from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coinbase_commerce as coinbase_test
 from tests import test_providers_coingate as coingate_test
+from tests import test_providers_cryptomus as cryptomus_test
 from tests import test_providers_nowpayments as nowpayments_test
 from tests import test_providers_oxapay as oxapay_test
 from tests import test_providers_plisio as plisio_test
@@ -114,6 +115,8 @@ SOURCES: dict[str, dict[str, Any]] = {
     "btcpay-server": btcpay_test.SOURCE,
     "coinbase-commerce": coinbase_test.SOURCE,
     "nowpayments": nowpayments_test.SOURCE,
+    "cryptomus": cryptomus_test.CRYPTOMUS,
+    "heleket": cryptomus_test.HELEKET,
 }
 CONFIG = {"sources": SOURCES}
 
@@ -303,6 +306,16 @@ def nowpayments(signature: str | None = None, secret: str = nowpayments_test.SEC
     return Sent("nowpayments", body, nowpayments_test.header(signature))
 
 
+def cryptomus(key: str = cryptomus_test.KEY, source: str = "cryptomus") -> Sent:
+    """A PHP-signed webhook; another key re-signs the same payload (the PHP-written form)."""
+    body = cryptomus_test.PAID if key == cryptomus_test.KEY else cryptomus_test.HELEKET_PAID
+    if key not in (cryptomus_test.KEY, cryptomus_test.HELEKET_KEY):
+        body = cryptomus_test.signed(
+            cryptomus_test.php_json(cryptomus_test.unsigned(cryptomus_test.HELEKET_PAID)), key
+        )
+    return Sent(source, body, dict(JSON))
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[], Sent]]
@@ -355,6 +368,9 @@ ACCEPTED: list[Row] = [
         ),
     ),
     ("nowpayments-second-secret", lambda: nowpayments(secret="nowpayments-old-ipn-secret")),
+    ("cryptomus", cryptomus),
+    ("cryptomus-payout-key", lambda: cryptomus("cryptomus-test-payout-key-0001")),
+    ("heleket", lambda: cryptomus(cryptomus_test.HELEKET_KEY, "heleket")),
 ]
 
 WRONG_WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -497,6 +513,21 @@ REJECTED: list[tuple[str, Callable[[], Sent], tuple[int, str]]] = [
         lambda: without(nowpayments(), "x-nowpayments-sig"),
         BAD_SIGNATURE,
     ),
+    ("cryptomus-tampered", lambda: tampered(cryptomus(), b'"15.00"', b'"16.00"'), BAD_SIGNATURE),
+    ("cryptomus-wrong-key", lambda: cryptomus("nope"), BAD_SIGNATURE),
+    (
+        "cryptomus-no-sign",
+        lambda: replace(cryptomus(), body=cryptomus().body.split(b',"sign"')[0] + b"}"),
+        BAD_SIGNATURE,
+    ),
+    (
+        "heleket-tampered",
+        lambda: tampered(
+            cryptomus(cryptomus_test.HELEKET_KEY, "heleket"), b"order-42", b"order-43"
+        ),
+        BAD_SIGNATURE,
+    ),
+    ("heleket-cryptomus-key", lambda: cryptomus(source="heleket"), BAD_SIGNATURE),
 ]
 
 
