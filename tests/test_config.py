@@ -73,7 +73,7 @@ def test_five_mistakes_reported_with_paths(tmp_path: Path) -> None:
     err = result.stderr
     assert "sources.ivpay.api_key: environment variable UNSET_VARIABLE_FOR_TEST is not set" in err
     assert "sources.ivpay.colour: unknown key" in err
-    assert "sources.other: unknown kind 'nosuchprovider'" in err
+    assert "sources.other.provider: unknown kind 'nosuchprovider'" in err
     assert "dedupe.window: not a duration" in err
     assert "sinks.shop.url: not a valid URL" in err
     assert "(5 error(s))" in err

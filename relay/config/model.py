@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -14,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from relay.config.env import interpolate, path_str
 from relay.config.types import Duration, RetryConfig, SinkConfig, SourceConfig, Strict
+from relay.config.yaml_loader import line_of, load_yaml
+from relay.events import EVENT_TYPES
 from relay.providers import PROVIDERS
 from relay.redis import SENTINEL_SCHEME, parse_sentinel_url
 from relay.sinks import SINKS
@@ -143,7 +147,9 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "union_tag_invalid":
         tag = error.get("ctx", {}).get("tag")
         allowed = error.get("ctx", {}).get("expected_tags")
-        return f"unknown kind {tag!r} (expected one of {allowed})"
+        close = difflib.get_close_matches(str(tag), (*PROVIDERS, *SINKS), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {allowed}"
+        return f"unknown kind {tag!r} ({hint})"
     if kind == "union_tag_not_found":
         return f"missing `{error.get('ctx', {}).get('discriminator', '').strip(chr(39))}` key"
     return msg.removeprefix("Value error, ")
@@ -182,6 +188,8 @@ def validate(
         unset = {where for where, _ in errors}  # an unset variable explains its own key's error
         for error in exc.errors():
             where = path_str(_loc(tuple(error["loc"])))
+            if error["type"] == "union_tag_invalid":  # the key to change (SPEC 8)
+                where += ".provider" if where.startswith("sources.") else ".type"
             if where not in unset:
                 errors.append((where, _message(error)))
     if config is not None:
@@ -223,14 +231,43 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(resolved, [("(file)", f"cannot read: {exc}")]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw, lines = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise ConfigError(
             resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
         ) from None
-    return validate(raw, resolved, unset_ok=unset_ok)
+    if raw is None or (isinstance(raw, dict) and not raw.get("sources")):
+        what = "the file is empty" if raw is None else "`sources:` names none"
+        raise ConfigError(
+            resolved, [("sources", f"no sources: {what}; the relay would accept no webhook")]
+        )
+    try:
+        return validate(raw, resolved, unset_ok=unset_ok)
+    except ConfigError as exc:  # each error with its YAML line where the file has the key
+        for index, (where, message) in enumerate(exc.errors):
+            line = line_of(lines, where)
+            exc.errors[index] = (where, f"{message} (line {line})" if line else message)
+        raise
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _event_checks(name: str, sink: SinkConfig) -> list[tuple[str, str]]:
+    """An `events:` glob that matches no event type of SPEC 4 routes nothing, forever."""
+    errors: list[tuple[str, str]] = []
+    short = {t.removeprefix("payment."): t for t in EVENT_TYPES}
+    for index, pattern in enumerate(sink.events):
+        if any(fnmatchcase(t, pattern) for t in EVENT_TYPES):
+            continue
+        close = difflib.get_close_matches(pattern, [*EVENT_TYPES, *short], n=1)
+        hint = f" (did you mean {short.get(close[0], close[0])!r}?)" if close else ""
+        errors.append((f"sinks.{name}.events[{index}]", f"{pattern!r} matches no event type{hint}"))
+    return errors
 
 
 def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
@@ -250,7 +287,11 @@ def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
             )
         for index, source in enumerate(sink.sources or []):
             if source not in config.sources:
-                errors.append((f"sinks.{name}.sources[{index}]", f"unknown source {source!r}"))
+                hint = _did_you_mean(source, config.sources)
+                errors.append(
+                    (f"sinks.{name}.sources[{index}]", f"unknown source {source!r}{hint}")
+                )
+        errors.extend(_event_checks(name, sink))
     return errors
 
 
