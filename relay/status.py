@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -84,19 +85,21 @@ def _queue_table(snapshot: Snapshot) -> Table:
     return table
 
 
-def _sinks_table(snapshot: Snapshot) -> Table:
+def _sinks_table(snapshot: Snapshot) -> Group:
+    """Two tables, so 80 columns hold them: the figures, then each sink's last success/error."""
     now = snapshot.taken_at
-    table = Table(title="Sinks", title_justify="left")
-    table.add_column("sink")
-    table.add_column("state")
-    for column in ("delivered", "retrying", "failed", "rate-limited", "p50", "p95"):
-        table.add_column(column, justify="right")
-    table.add_column("last success")
-    table.add_column("last error", overflow="fold", max_width=60)
+    table = _compact("Sinks")
+    _name_column(table, "sink", [_sink_label(s) for s in snapshot.sinks])
+    table.add_column("state", overflow="fold")
+    for column in ("delivered", "retrying", "failed", "429", "p50", "p95"):
+        table.add_column(column, justify="right", overflow="fold")
     if snapshot.retry_scan_truncated:
         table.caption = "retrying counts are partial: too many scheduled jobs to scan"
+    last = _compact("Sinks: last success and last error")
+    _name_column(last, "sink", [_sink_label(s) for s in snapshot.sinks])
+    last.add_column("last success", overflow="fold")
+    last.add_column("last error", overflow="fold")
     for sink in snapshot.sinks:
-        state = _sink_state(sink)
         error = "-"
         if sink.last_error:
             status = (
@@ -105,20 +108,44 @@ def _sinks_table(snapshot: Snapshot) -> Table:
                 else ""
             )
             error = f"{status}{sink.last_error} ({ago(sink.last_error_at, now)})"
-        name = sink.name if sink.configured else f"{sink.name} (not configured)"
         table.add_row(
-            name,
-            state,
+            _sink_label(sink),
+            _sink_state(sink),
             str(sink.delivered),
             str(sink.retrying_now),
             Text(str(sink.failed), style="red" if sink.failed else ""),
             str(sink.rate_limited),
             duration(sink.latency.quantile(0.5)),
             duration(sink.latency.quantile(0.95)),
+        )
+        last.add_row(
+            _sink_label(sink),
             ago(sink.last_ok_at, now),
             Text(error, style="red" if not sink.healthy else "dim"),
         )
-    return table
+    return Group(table, last)
+
+
+def _compact(title: str) -> Table:
+    """A table with no vertical rules: the wide ones fit 80 columns beside long names."""
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
+def _name_column(table: Table, header: str, names: list[str]) -> None:
+    """A column of names, never cut: at 80 columns the figures beside it wrap instead."""
+    widest = max((len(name) for name in names), default=0)
+    table.add_column(header, no_wrap=True, min_width=max(widest, len(header)))
+
+
+def _sink_label(sink: Any) -> str:
+    return sink.name if sink.configured else f"{sink.name} (not configured)"
 
 
 def _sink_state(sink: Any) -> Text:
@@ -134,11 +161,11 @@ def _sink_state(sink: Any) -> Text:
 
 
 def _sources_table(snapshot: Snapshot) -> Table:
-    table = Table(title="Sources", title_justify="left")
-    table.add_column("source")
+    table = _compact("Sources")
+    _name_column(table, "source", [_source_label(s).plain for s in snapshot.sources])
     for column in ("stored", "duplicate", "503", "rejected", "events", "dup. events"):
-        table.add_column(column, justify="right")
-    table.add_column("rejections by reason")
+        table.add_column(column, justify="right", overflow="fold")
+    table.add_column("rejections by reason", overflow="fold")
     for source in snapshot.sources:
         reasons = ", ".join(
             f"{k} {n}"
@@ -167,14 +194,14 @@ def _source_label(source: Any) -> Text:
 def _workers_table(snapshot: Snapshot) -> Table:
     now = snapshot.taken_at
     table = Table(title=f"Workers ({len(snapshot.workers)} alive)", title_justify="left")
+    _name_column(table, "worker", [w.id for w in snapshot.workers])
     for column, justify in (
-        ("worker", "left"),
         ("running", "right"),
         ("completed", "right"),
         ("up", "right"),
         ("last beat", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for worker in snapshot.workers:
         up = duration(now - worker.started_at) if worker.started_at else "-"
         table.add_row(

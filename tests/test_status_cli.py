@@ -199,3 +199,42 @@ async def test_redis_unreachable(tmp_path: Path, redis: Any) -> None:
     assert "cannot reach Redis" in err
     assert "hunter2-password" not in err and "***" in err
     assert out == ""
+
+
+async def test_status_check_exit_codes(
+    realistic: Realistic, redis_url: str, tmp_path: Path
+) -> None:
+    """SPEC 8: --check exits 1 with a gone sink and new dead letters, 2 with no Redis."""
+    config = write_config(realistic, tmp_path)
+    code, out, err = await relay("status", "--check", redis_url=redis_url, config=config)
+    assert code == 1, (out, err)
+    assert "degraded: sink legacy is gone" in out
+    assert "degraded: 2 new dead letter(s) in the last hour" in out
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    code, out, _ = await relay("status", "--check", redis_url=dead, config=config)
+    assert code == 2 and out.startswith("unhealthy: cannot reach Redis"), out
+
+
+async def test_status_fits_80_columns_and_a_closed_pipe_is_quiet(
+    realistic: Realistic, redis_url: str, tmp_path: Path
+) -> None:
+    """At 80 columns no header or name is cut; `--watch --json | head -1` ends cleanly."""
+    config = write_config(realistic, tmp_path)
+    env = {**relay_env(redis_url), "COLUMNS": "80"}
+    process = await asyncio.create_subprocess_exec(
+        RELAY, "status", "--config", str(config), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out = (await asyncio.wait_for(process.communicate(), 30))[0].decode()
+    assert process.returncode == 0
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    for name in ("shop", "ops", "legacy", "ivpay", "delivered", "retrying"):
+        assert name in out, name
+    shell = await asyncio.create_subprocess_shell(
+        f"'{RELAY}' status --watch --json --config '{config}' | head -1",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    first, err = await asyncio.wait_for(shell.communicate(), 30)
+    assert json.loads(first)["dlq_size"] == 2
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err

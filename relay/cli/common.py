@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -35,8 +36,26 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """The subparser of one command; `main` runs `handler` when it is chosen."""
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=closed_pipe_ok(handler))
     return parser
+
+
+def closed_pipe_ok(handler: Handler) -> Handler:
+    """`relay status --watch --json | head -1`: a reader that goes away ends the command
+    quietly (exit 0), with no BrokenPipeError traceback, now or when Python flushes at exit."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = handler(args)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # what the final flush writes to
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        return code
+
+    return run
 
 
 def load(path: str | None, *, unset_ok: bool = False) -> LoadedConfig:

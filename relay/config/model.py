@@ -238,7 +238,8 @@ def load_config(
         raise ConfigError(
             resolved, [(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]
         ) from None
-    if raw is None or (isinstance(raw, dict) and not raw.get("sources")):
+    # The processes and check-config; the read/steer commands (unset_ok) read Redis anyway.
+    if not unset_ok and (raw is None or (isinstance(raw, dict) and not raw.get("sources"))):
         what = "the file is empty" if raw is None else "`sources:` names none"
         raise ConfigError(
             resolved, [("sources", f"no sources: {what}; the relay would accept no webhook")]
