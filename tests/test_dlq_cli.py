@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ def relay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         env=dict(os.environ),
         timeout=60,
         check=False,
+        stdin=subprocess.DEVNULL,  # no terminal: a purge without --yes refuses
     )
 
 
@@ -92,7 +94,19 @@ async def test_list_replay_purge(tmp_path: Path, redis: Any, redis_url: str) -> 
     assert nothing.returncode == 2 and "give IDs" in nothing.stderr
     unknown = relay(config, "replay", "evt_nope:a")
     assert unknown.returncode == 1 and "no dead letter with id evt_nope:a" in unknown.stderr
-    purged = relay(config, "purge", "--all")
+    assert unknown.stdout == ""  # no "replayed 0 ...: they are queued" beside it
+    refused = relay(config, "purge", "--all")
+    assert refused.returncode == 2 and "pass --yes" in refused.stderr
+    dry = relay(config, "purge", "--all", "--dry-run", "--config", str(config))
+    assert dry.returncode == 0 and "would purge 2 dead letter(s); nothing changed" in dry.stdout
+    dry = relay(config, "replay", "--all", "--dry-run")
+    assert dry.returncode == 0 and "would replay" in dry.stdout
+    listed = json.loads(relay(config, "list", "--json").stdout)["dead_letters"]
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)", x["failed_at"])
+        for x in listed
+    )
+    purged = relay(config, "purge", "--all", "--yes")
     assert "purged 2" in purged.stdout
     assert relay(config, "list").stdout.strip() == "dead-letter queue is empty"
 

@@ -20,7 +20,7 @@ from relay.cli.common import (
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
-    from relay.dlq import DeadLetterQueue
+    from relay.dlq import DeadLetter, DeadLetterQueue
 
 
 def add_parser(sub: Subcommands) -> None:
@@ -28,6 +28,7 @@ def add_parser(sub: Subcommands) -> None:
     parser.add_argument("--config", help=CONFIG_HELP)
     dlq = parser.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     q = dlq.add_parser("list", help="list dead letters, newest first")
+    q.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)  # either place
     q.add_argument("--sink")
     q.add_argument("--limit", type=int, default=50)
     q.add_argument("--json", action="store_true")
@@ -36,6 +37,10 @@ def add_parser(sub: Subcommands) -> None:
         q.add_argument("ids", nargs="*", metavar="ID")
         q.add_argument("--sink")
         q.add_argument("--all", action="store_true")
+        q.add_argument("--config", help=CONFIG_HELP, default=argparse.SUPPRESS)
+        q.add_argument("--dry-run", action="store_true", help="list them; change nothing")
+        if action == "purge":
+            q.add_argument("--yes", action="store_true", help="delete without asking")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,15 +72,43 @@ async def run_dlq(loaded: LoadedConfig, redis_url: str, args: argparse.Namespace
         missing = set(args.ids or []) - {x.id for x in letters}
         for ident in sorted(missing):
             print(f"no dead letter with id {ident}", file=sys.stderr)
-        if args.dlq_command == "replay":
-            count = await dlq.replay(letters)
-            print(f"replayed {count} dead letter(s): they are queued for delivery again")
-        else:
-            count = await dlq.purge(letters)
-            print(f"purged {count} dead letter(s)")
-        return 1 if missing else 0
+        if not letters:
+            if not missing:
+                print("no dead letters match: nothing to do")
+            return 1 if missing else 0
+        code = await _act(dlq, letters, args)
+        return code or (1 if missing else 0)
     finally:
         await redis.aclose()
+
+
+async def _act(dlq: DeadLetterQueue, letters: list[DeadLetter], args: argparse.Namespace) -> int:
+    """Replay or purge `letters`: with --dry-run only list them; a purge asks unless --yes."""
+    verb = "replay" if args.dlq_command == "replay" else "purge"
+    if args.dry_run:
+        for x in letters:
+            print(f"would {verb} {x.id}  sink={x.sink or '-'}  source={x.source}  {x.reason}")
+        print(f"dry run: would {verb} {len(letters)} dead letter(s); nothing changed")
+        return 0
+    if verb == "purge" and not args.yes:
+        if not sys.stdin.isatty():
+            print(
+                f"relay dlq purge: would delete {len(letters)} dead letter(s); "
+                "pass --yes to delete without a terminal to ask on",
+                file=sys.stderr,
+            )
+            return 2
+        answer = input(f"delete {len(letters)} dead letter(s) for good? [y/N] ")  # noqa: ASYNC250 - the CLI's one prompt
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    if verb == "replay":
+        count = await dlq.replay(letters)
+        print(f"replayed {count} dead letter(s): they are queued for delivery again")
+    else:
+        count = await dlq.purge(letters)
+        print(f"purged {count} dead letter(s)")
+    return 0
 
 
 async def _list(dlq: DeadLetterQueue, args: argparse.Namespace) -> int:
