@@ -262,7 +262,7 @@ def sample_body(event: str, now: float) -> bytes:
         "type": event_type,
         "timestamp": stamp,
         "storeId": "9CiNzKoANXxmk5ayZngSXrHTiVvvgCrwrpFQd4m2K776",
-        "invoiceId": "VpQkdU8dXbSaZ2k1p4d8Yd",
+        "invoiceId": f"Sample{event.capitalize()}{stamp}",  # each sample its own invoice
         "metadata": {"orderId": "order-1001", "itemDesc": "Sample order from relay trigger"},
     }
     return json.dumps(payload, indent=2).encode()

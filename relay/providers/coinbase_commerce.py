@@ -266,7 +266,7 @@ def sample_body(event: str, now: float, reference_key: str = "order_id") -> byte
         )
     charge = {
         "id": "2aee9dd1-67b8-43ef-8dfe-977959850f27",
-        "code": "XA6G6ZFR",
+        "code": f"S{event[:3].upper()}{int(now) % 10**4:04d}",  # each sample its own charge
         "description": "Sample order from relay trigger",
         "pricing": {
             "local": {"amount": "1.00", "currency": "USD"},

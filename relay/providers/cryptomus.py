@@ -250,7 +250,8 @@ def sample_payload(event: str, now: float) -> dict[str, Any]:
     amount = paid.get(status, "3.00000000")
     payload: dict[str, Any] = {
         "type": "payment",
-        "uuid": f"62f88b36-a9d5-4fa6-aa26-{int(now) % 10**12:012d}",
+        # Each sample its own invoice (a later sample of a lower stage would be stale).
+        "uuid": f"62f88b36-a9d5-4fa6-aa26-{int(now) % 10**10:010d}{list(_SAMPLE_STATUS).index(event):02d}",
         "order_id": "order-1001",
         "amount": "3.00000000",
         "payment_amount": amount,

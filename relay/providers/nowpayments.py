@@ -254,7 +254,8 @@ def sample_payload(event: str, now: float) -> dict[str, Any]:
     paid = {"waiting": "0", "expired": "0", "failed": "0", "partially_paid": "0.00061"}
     when = safe_time(now) or ""
     return {
-        "payment_id": 5077125051 + int(now) % 1000,
+        # Each sample its own payment (a later sample of a lower stage would be stale).
+        "payment_id": 5_000_000_000 + (int(now) % 10**6) * 10 + list(_SAMPLE_STATUS).index(event),
         "parent_payment_id": None,
         "invoice_id": None,
         "payment_status": status,
