@@ -209,6 +209,12 @@ def test_no_usable_sign_is_bad_signature(body: bytes) -> None:
     assert (info.value.status, info.value.error) == (401, "bad_signature")
 
 
+def test_a_body_larger_than_any_webhook_is_not_worked_on() -> None:
+    body = signed(php_json({**unsigned(HELEKET_PAID), "additional_data": "x" * 70_000}))
+    with pytest.raises(Rejected, match="larger than any webhook"):
+        verify(body)
+
+
 @pytest.mark.parametrize("kind", ["cryptomus", "heleket"])
 @pytest.mark.parametrize("event", PROVIDERS["cryptomus"].sample_events)
 def test_sample_verifies_and_normalizes(kind: str, event: str) -> None:

@@ -203,6 +203,13 @@ def test_what_is_not_a_json_object_is_unauthenticated(body: bytes) -> None:
     assert (info.value.status, info.value.error) == (401, "bad_signature")
 
 
+def test_a_body_larger_than_any_ipn_is_not_worked_on() -> None:
+    """Writing 64 KiB again costs far more than an HMAC: refused before any parsing."""
+    body = json.dumps({**json.loads(WAITING), "order_description": "x" * 70_000}).encode()
+    with pytest.raises(Rejected, match="larger than any IPN"):
+        verify(body, python_docs_signature(body))
+
+
 @pytest.mark.parametrize("event", PROVIDERS["nowpayments"].sample_events)
 def test_sample_verifies_and_normalizes(event: str) -> None:
     made = provider()

@@ -12,8 +12,8 @@ its `test/testWebhook.spec.js` vector, and coinbase/coinbase-commerce-woocommerc
 
 Authentication: `X-CC-Webhook-Signature` = hex HMAC-SHA256 of the raw body keyed with the
 endpoint's shared secret (Settings > Webhook subscriptions > Show shared secret); every
-configured secret is tried, in constant time. No timestamp is signed; Coinbase publishes no
-source addresses.
+configured secret is tried, in constant time. No timestamp is signed; the documents name no
+sending addresses.
 
 Events (`event.type`) and the canonical types:
 

@@ -1,8 +1,8 @@
 """Cryptomus payment webhooks (Heleket, the platform's other brand: relay.providers.heleket).
 
-Follows Cryptomus' documentation (doc.cryptomus.com: `payments/webhook` (the fields and the
-`sign` check), `payments/payment-statuses`, `payments/payment-information` (the status API),
-`general/request-format` (the signature formula)) and the platform's own code:
+Follows Cryptomus' documentation (doc.cryptomus.com `payments/webhook`: the fields, the
+statuses a webhook carries, `sign`; and the same platform's doc.heleket.com
+`methods/payments/payment-statuses` and `general/request-format`) and the platform's own code:
 CryptomusCom/api-php-sdk `src/RequestBuilder.php` (`sign = md5(base64_encode($body) . $key)`
 over `json_encode($data, JSON_UNESCAPED_UNICODE)`), and Heleket's official SDKs, which verify
 these webhooks: Heleket/php-sdk `src/Webhook/WebhookVerifier.php`, `src/Signature/Signer.php`,
@@ -14,13 +14,15 @@ Authentication: the `sign` field of the JSON body = md5 (hex) of base64 of the b
 (the payment key for `payment`/`wallet` webhooks, the payout key for `payout` ones: list both in
 `api_key`, which also allows rotation). The provider signs a re-serialization, so (only for
 that) the relay parses the body and writes it again exactly as that PHP does
-(relay.providers.jsonforms: key order kept, `/` escaped as a backslash and `/`, non-ASCII kept but U+2028 and
-U+2029 escaped, PHP's spelling of numbers); it also accepts the same digest over the raw body
-with its `sign` member cut out (Heleket's Go SDK) and over the docs' Node variant
+(relay.providers.jsonforms: key order kept, `/` escaped as a backslash and `/`, non-ASCII kept
+but U+2028 and U+2029 escaped, PHP's spelling of numbers); it also accepts the same digest over
+the raw body with its `sign` member cut out (Heleket's Go SDK) and over the docs' Node variant
 (`JSON.stringify(data)` with every `/` escaped). Each covers every field; comparisons are
-constant-time, over every form and key. A body with no `sign`, or that is not a JSON object,
-is answered 401. Cryptomus documents one sending address, 91.227.144.54: put it in
-`allowed_ips`.
+constant-time, over every form and key. A body with no `sign`, or that is not a JSON object, is
+answered 401, as is one over 64 KiB (writing a body again costs far more than a digest, so a
+stranger's large bodies are not worked on). Cryptomus gives one sending address, 91.227.144.54
+(on the webhook page, as integrations quote it; that part of the page was not in what we could
+read): put it in `allowed_ips`.
 
 Statuses (`status`) and the canonical types:
 
@@ -88,6 +90,9 @@ from relay.providers.base import (
 )
 
 WEBHOOK_IPS = ("91.227.144.54",)
+# A webhook is about 1 KiB. Writing a body again costs far more than an HMAC of it, so a larger
+# body is not worked on at all (a stranger's 256 KiB would cost ~0.1 s each).
+MAX_SIGNED_BYTES = 65_536
 
 _STATUSES: dict[str, tuple[str, str | None]] = {
     "check": ("payment.created", None),
@@ -174,6 +179,8 @@ class CryptomusProvider(Provider):
     config: MerchantConfig
 
     def verify(self, request: InboundRequest) -> None:
+        if len(request.body) > MAX_SIGNED_BYTES:
+            raise bad_signature(f"body over {MAX_SIGNED_BYTES} bytes, larger than any webhook")
         try:
             check_json_object(request.body)
             parsed = parse_json_object(request.body)

@@ -31,7 +31,9 @@ a replacer array filters nested keys too, so it would leave a nested object (`fe
 Because a signature covers the values as JavaScript reads them (doubles), digits past a
 double's 17 significant ones are not covered (NOWPayments' own receivers have the same limit);
 `payment.amount` still shows the digits as sent. A body that is not a JSON object cannot be
-checked and is answered 401. Webhooks come from 51.89.194.21, 51.75.77.69, 138.201.172.58 and
+checked and is answered 401, as is a body over 64 KiB (an IPN is about 1 KiB; writing a body
+again costs far more than an HMAC, so a stranger's large bodies are not worked on). Webhooks
+come from 51.89.194.21, 51.75.77.69, 138.201.172.58 and
 65.21.158.36 (the help centre): put them in `allowed_ips`.
 
 Statuses (`payment_status`) and the canonical types:
@@ -97,6 +99,9 @@ from relay.providers.base import (
 )
 
 WEBHOOK_IPS = ("51.89.194.21", "51.75.77.69", "138.201.172.58", "65.21.158.36")
+# An IPN is about 1 KiB. Writing a body again costs far more than an HMAC of it, so a larger
+# body is not worked on at all (a stranger's 256 KiB would cost ~0.1 s each).
+MAX_SIGNED_BYTES = 65_536
 
 _STATUSES: dict[str, tuple[str, str | None]] = {
     "waiting": ("payment.created", None),
@@ -184,6 +189,10 @@ class NowpaymentsProvider(Provider):
         candidate = decode_signature(given, "hex")
         if not candidate:
             raise bad_signature("x-nowpayments-sig is not hex")
+        if len(request.body) > MAX_SIGNED_BYTES:
+            raise bad_signature(
+                f"body over {MAX_SIGNED_BYTES} bytes, larger than any IPN: not checked"
+            )
         try:
             check_json_object(request.body)
             forms = signed_forms(request.body)
