@@ -37,6 +37,7 @@ from relay.logs import get_logger
 from relay.providers import InboundRequest, Provider
 from relay.queue import DELIVER, add_job
 from relay.ratelimit import RateLimiter
+from relay.reconcile_api import reconciling
 from relay.redact import redact
 from relay.routing import route
 from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
@@ -110,6 +111,8 @@ class Pipeline:
             }
         )
         self._last_ok_written: dict[str, float] = {}
+        # SPEC 11: each reconciling source's `after` (ms): the claim schedules its checks.
+        self.reconcile_after_ms = {n: int(s.after * 1000) for n, s in reconciling(config).items()}
 
     # --- inbound ------------------------------------------------------------------------
 
@@ -135,7 +138,9 @@ class Pipeline:
             *(self.handle_event(e, inbound_id, request.received_at) for e in events)
         )
 
-    async def handle_event(self, event: PaymentEvent, inbound_id: str, received_at: float) -> None:
+    async def handle_event(
+        self, event: PaymentEvent, inbound_id: str, received_at: float, seen_seq: int | None = None
+    ) -> None:
         targets = route(self.sink_configs, event.type, event.source)
         call = ledger.claim_call(
             self.keys,
@@ -148,6 +153,8 @@ class Pipeline:
             self.retention_s,
             [(name, self.sink_configs[name].drops_stale()) for name in targets],
             max(self.retention_s, self.state_ttl_s),
+            self.reconcile_after_ms.get(event.source),
+            seen_seq,
         )
         claimed = await self._claim(keys=call.keys, args=call.args)
         if claimed is None:

@@ -279,3 +279,51 @@ def rejection_id(received_ms: int, nonce: int | None = None) -> str:
     """Time-ordered (ids sort as they were received) and unique (32 random bits per ms)."""
     tail = secrets.randbits(32) if nonce is None else nonce & 0xFFFFFFFF
     return f"rj_{received_ms & 0xFFFFFFFFFFFF:012x}{tail:08x}"
+
+
+# --- reconciliation (SPEC 11, relay.reconcile) ---------------------------------------------
+# Keys: Keys.reconcile_*; the claim script (relay.ledger.record) keeps the due sets and the
+# per-payment `r:<type>` marker; relay.reconcile does the rest. Stats fields: reconcile_stat.
+
+RECONCILE = "rec"
+# attempted: API calls; recovered: missed stages emitted; api_error: failed calls (401, 429,
+# 5xx, timeouts, unreadable answers); gave_up: payments whose give_up passed unfinished.
+RECONCILE_OUTCOMES = ("attempted", "recovered", "api_error", "gave_up")
+RECONCILED_MARK = "r:"  # payment state field `r:<event type>`: that stage was reconciled
+
+
+def reconcile_stat(source: str, outcome: str) -> str:
+    """Reconciliation counts per source, one of RECONCILE_OUTCOMES (`rec:<source>:<outcome>`;
+    parse_stat leaves them alone, relay.monitor reads them by name)."""
+    return f"{RECONCILE}:{source}:{outcome}"
+
+
+def reconcile_due(keys: Keys, source: str) -> str:
+    """Sorted set payment id -> when to ask the provider next (ms). Written by the claim
+    script (a non-final event: `after` from now; final: removed) and by the scheduler (its
+    backoff); one per source that reconciles. TTL: the payment state's, renewed on write."""
+    return f"{keys.prefix}:rec:due:{source}"
+
+
+def reconcile_payment(keys: Keys, source: str, payment_id: str) -> str:
+    """Hash: the scheduler's view of one payment (`seq` it last saw, `since` quiet since,
+    `n` checks made, `next`, `last`): TTL give_up plus a day, renewed on write."""
+    return f"{keys.prefix}:rec:pay:{source}:{payment_id}"
+
+
+def reconcile_source(keys: Keys, source: str) -> str:
+    """Hash: one source's API health (`last_ok_at`, `last_error`, `last_error_at`,
+    `paused_until`, `failures`), for status. One per configured source; TTL 30 days."""
+    return f"{keys.prefix}:rec:src:{source}"
+
+
+def reconcile_lease(keys: Keys) -> str:
+    """The scheduler's lease: the id of the one process reconciling, SET NX PX, renewed every
+    tick; when that process dies it expires and another worker takes it."""
+    return f"{keys.prefix}:rec:lease"
+
+
+def reconcile_rate(keys: Keys, source: str) -> str:
+    """Sorted set of one source's recent status API calls (relay.ratelimit), trimmed to the
+    window of `reconcile.rate_limit`: every process shares the limit."""
+    return f"{keys.prefix}:rec:rate:{source}"

@@ -151,6 +151,7 @@ async def take_snapshot(
         workers=workers,
         rejections=[r for r in (_rejection(raw) for raw in rejections) if r is not None],
         retry_scan_truncated=len(later) >= retry_scan_cap and int(scheduled) > retry_scan_cap,
+        reconcile=await _reconcile(redis, keys, config, stats, now),
         redis_memory=memory,
         shed_memory_ratio=config.server.shed_memory_ratio,
         allow_redis_eviction=config.allow_redis_eviction,
@@ -337,3 +338,39 @@ def _rejection(raw: Any) -> Rejection | None:
         )
     except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
         return None  # one bad entry must not break the status page
+
+
+async def _reconcile(
+    redis: Any, keys: Keys, config: RelayConfig, stats: dict[str, str], now: float
+) -> list[Any]:
+    """SPEC 11, per source that reconciles: its counters, how many open payments it tracks and
+    its status API's health (relay.reconcile); one more round trip, only when some source
+    reconciles."""
+    from relay.keys import RECONCILE_OUTCOMES, reconcile_due, reconcile_source, reconcile_stat
+    from relay.reconcile_api import reconciling
+    from relay.snapshot import ReconcileStatus
+
+    names = list(reconciling(config))
+    if not names:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(reconcile_source(keys, name))
+            pipe.zcard(reconcile_due(keys, name))
+        found = await pipe.execute()
+    statuses = []
+    for name, raw, tracked in zip(names, found[0::2], found[1::2], strict=True):
+        health = _hash(raw)
+        until = _int(health.get("paused_until")) / 1000
+        statuses.append(
+            ReconcileStatus(
+                name,
+                **{o: _int(stats.get(reconcile_stat(name, o))) for o in RECONCILE_OUTCOMES},
+                tracked=int(tracked),
+                last_ok_at=_float(health.get("last_ok_at")),
+                last_error=health.get("last_error") or None,
+                last_error_at=_float(health.get("last_error_at")),
+                paused_until=until if until > now else None,
+            )
+        )
+    return statuses

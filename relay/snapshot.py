@@ -118,6 +118,27 @@ class WorkerStatus:
 
 
 @dataclass
+class ReconcileStatus:
+    """One reconciling source (SPEC 11, relay.reconcile): its counters, how many open
+    payments it tracks, and its status API's health."""
+
+    source: str
+    attempted: int = 0  # status API calls
+    recovered: int = 0  # missed stages emitted
+    api_error: int = 0  # calls that failed (401, 429, 5xx, timeouts, unreadable answers)
+    gave_up: int = 0  # payments still open when give_up passed
+    tracked: int = 0  # open payments the scheduler will ask about (a gauge)
+    last_ok_at: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    paused_until: float | None = None  # credentials refused or 429: no call before this
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until is not None
+
+
+@dataclass
 class Rejection:
     at: float
     source: str
@@ -138,6 +159,7 @@ class Snapshot:
     workers: list[WorkerStatus]
     rejections: list[Rejection]
     retry_scan_truncated: bool = False  # over RETRY_SCAN_CAP scheduled jobs: counts are partial
+    reconcile: list[ReconcileStatus] = field(default_factory=list)  # SPEC 11, per source
     redis_memory: MemoryState | None = None  # None: not read
     shed_memory_ratio: float = 0.9
     allow_redis_eviction: bool = False
@@ -201,6 +223,9 @@ class Snapshot:
             },
             "sinks": {s.name: _sink_dict(s) for s in self.sinks},
             "rejections": [dataclasses.asdict(r) for r in self.rejections],
+            "reconcile": {
+                r.source: {**dataclasses.asdict(r), "paused": r.paused} for r in self.reconcile
+            },
             "retry_scan_truncated": self.retry_scan_truncated,
             "redis": self._redis_dict(),
             "degraded": bool(self.degraded_reasons),

@@ -28,6 +28,7 @@ def render(snapshot: Snapshot) -> Group:
         _queue_table(snapshot),
         _sinks_table(snapshot),
         _sources_table(snapshot),
+        *([_reconcile_table(snapshot)] if snapshot.reconcile else []),
         _workers_table(snapshot),
     ]
     if snapshot.rejections:
@@ -181,6 +182,37 @@ def _sources_table(snapshot: Snapshot) -> Table:
             str(sum(source.events.values())),
             str(source.duplicates),
             reasons or "-",
+        )
+    return table
+
+
+def _reconcile_table(snapshot: Snapshot) -> Table:
+    """SPEC 11: what each reconciling source's status API calls found, and their health."""
+    now = snapshot.taken_at
+    table = Table(title="Reconciliation", title_justify="left")
+    table.add_column("source")
+    for column in ("open", "asked", "recovered", "API errors", "gave up"):
+        table.add_column(column, justify="right")
+    table.add_column("last answer")
+    table.add_column("last error", overflow="fold", max_width=60)
+    for status in snapshot.reconcile:
+        error = "-"
+        if status.last_error:
+            error = f"{status.last_error} ({ago(status.last_error_at, now)})"
+            if status.paused_until is not None:
+                error = f"PAUSED {duration(status.paused_until - now)}: {error}"
+        failing = status.last_error_at is not None and (
+            status.last_ok_at is None or status.last_error_at > status.last_ok_at
+        )
+        table.add_row(
+            Text(status.source),
+            str(status.tracked),
+            str(status.attempted),
+            str(status.recovered),
+            Text(str(status.api_error), style="yellow" if status.api_error else ""),
+            str(status.gave_up),
+            ago(status.last_ok_at, now),
+            Text(error, style="red" if failing else "dim"),
         )
     return table
 

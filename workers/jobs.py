@@ -7,7 +7,9 @@ failure into a dead letter (the data is kept) or, for Redis trouble, into `Retry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import socket
 from typing import Any
 
@@ -26,6 +28,7 @@ from relay.logs import get_logger
 from relay.pause import resume_expired
 from relay.providers import build_sources
 from relay.queue import job_to_request
+from relay.reconcile import Reconciler, event_from_json
 from relay.sinks import SINKS
 
 log = get_logger("relay.worker")
@@ -91,6 +94,23 @@ async def deliver(
         raise _again(60) from exc
 
 
+async def reconciled(ctx: dict[str, Any], event: bytes, seen_seq: int, received_at: float) -> None:
+    """A stage found by reconciliation (relay.reconcile): the normal path, with the job id as
+    its inbound id; the claim drops it when the payment moved on since it was found."""
+    pipeline: Pipeline = ctx["pipeline"]
+    deadline = asyncio.timeout(ctx["deadline_s"])
+    try:
+        async with deadline:
+            await pipeline.handle_event(
+                event_from_json(event), ctx["job_id"], received_at, seen_seq
+            )
+    except (RedisError, OSError) as exc:
+        log.warning("job stopped, will run again", job_id=ctx["job_id"], error=_why(exc, deadline))
+        raise _again() from exc
+    except Exception:  # a bug: dropped; the scheduler finds the stage again at its next check
+        log.exception("reconciled job failed", job_id=ctx["job_id"])
+
+
 def _why(exc: BaseException, deadline: asyncio.Timeout) -> str:
     if deadline.expired():
         return "job deadline reached (Redis slow or unreachable)"
@@ -143,6 +163,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
     await CLOCK.sync(ctx["redis"])  # before the first heartbeat; every poll tick refreshes it
     ctx["started_at"] = CLOCK.now()
+    owner = f"{ctx['worker_id']}:{secrets.token_hex(4)}"  # unique even within one process
+    reconciler = Reconciler(ctx["redis"], config, session, owner)
+    if reconciler.settings:  # SPEC 11: only when some source has `reconcile:`
+        ctx["reconciler"] = reconciler
+        ctx["reconcile_task"] = asyncio.create_task(reconciler.run())
     log.info(
         "worker started",
         worker_id=ctx["worker_id"],
@@ -153,6 +178,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "reconcile_task" in ctx:
+        ctx["reconcile_task"].cancel()
+        await asyncio.gather(ctx["reconcile_task"], return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):  # else the lease expires on its own
+            await ctx["reconciler"].release()  # another worker takes over at its next tick
     try:
         keys: Keys = ctx["keys"]
         await ctx["redis"].delete(keys.worker(ctx["worker_id"]))

@@ -28,9 +28,18 @@ from relay.config.model import LoadedConfig
 from relay.keys import HEARTBEAT_S, Keys
 from relay.logs import get_logger
 from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
+from relay.reconcile import RECONCILED_JOB
 from relay.redis import arq_settings, connect_worker
 from relay.redis_memory import check_eviction_policy
-from workers.jobs import deliver, heartbeat, process_inbound, shutdown, startup, worker_id
+from workers.jobs import (
+    deliver,
+    heartbeat,
+    process_inbound,
+    reconciled,
+    shutdown,
+    startup,
+    worker_id,
+)
 
 log = get_logger("relay.worker")
 
@@ -163,6 +172,9 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
                 max_tries=MAX_TRIES,
             ),
             func(deliver, name=DELIVER, timeout=timeout, keep_result=0, max_tries=MAX_TRIES),
+            func(  # SPEC 11: an event relay.reconcile found
+                reconciled, name=RECONCILED_JOB, timeout=timeout, keep_result=0, max_tries=MAX_TRIES
+            ),
         ],
         "queue_name": keys.queue,
         "redis_settings": arq_settings(loaded.redis_url),

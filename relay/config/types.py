@@ -7,7 +7,7 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -151,3 +151,38 @@ class SinkConfig(Strict):
 
     def drops_stale(self) -> bool:
         return self.stale == "drop" or (self.stale is None and self.type != "http")
+
+
+def _api_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value.strip().rstrip("/")
+
+
+ApiUrl = Annotated[str, AfterValidator(_api_url)]
+
+
+class ReconcileConfig(Strict):
+    """A source's `reconcile:` (SPEC 11, relay.reconcile): ask the provider's status API about
+    payments whose webhooks stopped coming. Each provider module subclasses it with the API's
+    credentials and its documented base URL; a source without it is never asked about."""
+
+    api_url: ApiUrl  # the providers with a documented base URL default it
+    after: Duration = Field(default=1800.0, gt=0)  # quiet this long at a non-final status
+    give_up: Duration = Field(default=172_800.0, gt=0, le=30 * 86400.0)
+    backoff: Duration = Field(default=300.0, gt=0)  # between checks, doubling each time
+    max_backoff: Duration = Field(default=3600.0, gt=0)
+    # No provider documents a rate limit for its status API: ours, shared by every process.
+    rate_limit: RateLimitValue = RateLimit(count=2, per=1.0)
+    timeout: Duration = Field(default=10.0, gt=0, le=60.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconcileConfig:
+        if self.give_up <= self.after:
+            raise ValueError("give_up must be longer than after")
+        if self.max_backoff < self.backoff:
+            raise ValueError("max_backoff must not be shorter than backoff")
+        return self

@@ -31,7 +31,13 @@ from relay import __version__
 from relay.ingress import console
 from relay.ingress.auth import token_matches
 from relay.ingress.state import CONFIG, REDIS
-from relay.keys import DELIVERY_OUTCOMES, INBOUND_OUTCOMES, UNAVAILABLE, UNKNOWN_SOURCE
+from relay.keys import (
+    DELIVERY_OUTCOMES,
+    INBOUND_OUTCOMES,
+    RECONCILE_OUTCOMES,
+    UNAVAILABLE,
+    UNKNOWN_SOURCE,
+)
 from relay.monitor import take_snapshot
 from relay.redis_memory import shed_at_bytes
 from relay.snapshot import BUCKET_LABELS, Snapshot, ago, duration
@@ -135,7 +141,32 @@ class SnapshotCollector:
             for kind, n in sorted(source.events.items()):
                 events.add_metric([source.name, kind], n)
             dups.add_metric([source.name], source.duplicates)
-        return [inbound, events, dups]
+        return [inbound, events, dups, *self._reconcile()]
+
+    def _reconcile(self) -> list[Metric]:
+        """SPEC 11, per source that reconciles (relay.reconcile)."""
+        total = CounterMetricFamily(
+            "relay_reconcile_total",
+            "Reconciliation by source and outcome: attempted (status API calls), recovered "
+            "(missed stages emitted), api_error (failed calls), gave_up (give_up passed).",
+            labels=["source", "outcome"],
+        )
+        tracked = GaugeMetricFamily(
+            "relay_reconcile_tracked",
+            "Open payments the scheduler will ask the provider about.",
+            labels=["source"],
+        )
+        paused = GaugeMetricFamily(
+            "relay_reconcile_paused",
+            "1 while the source's status API calls wait (credentials refused, or a 429).",
+            labels=["source"],
+        )
+        for status in self.snapshot.reconcile:
+            for outcome in RECONCILE_OUTCOMES:
+                total.add_metric([status.source, outcome], getattr(status, outcome))
+            tracked.add_metric([status.source], status.tracked)
+            paused.add_metric([status.source], int(status.paused))
+        return [total, tracked, paused]
 
     def _sinks(self) -> list[Metric]:
         deliveries = CounterMetricFamily(

@@ -27,12 +27,14 @@ from relay.keys import (
     LOG_SOURCE,
     LOG_STALE,
     LOG_TYPE,
+    RECONCILED_MARK,
     Keys,
     log_attempt_field,
     log_state_field,
     log_wait_field,
+    reconcile_due,
 )
-from relay.payments import rank
+from relay.payments import FINAL, rank
 from relay.sinks.base import Delivered, Outcome
 
 ANSWER_BYTES = 512  # of each attempt's answer (SPEC 9)
@@ -42,14 +44,35 @@ ANSWER_BYTES = 512  # of each attempt's answer (SPEC 9)
 # sinks into "send now", "hold" (paused) and "dropped" (stale, for sinks that drop those):
 # one round trip. Another carrier's claim -> duplicate (false).
 # KEYS: claim, delivery states, stats, paused, log event, log index, payment list, payment
-# state (both the log event key again when the event names no payment), then the lookups.
+# state (both the log event key again when the event names no payment), the source's
+# reconciliation due set, then the lookups.
 # ARGV: inbound id, window ms, stat field, duplicate field, retention s (0: log off), event id,
 # event JSON, source, type, has payment (1/0), sink count, the routed sinks, then: the
-# event's rank ('' for none), payment state TTL s, and per routed sink 1 if it drops stale.
+# event's rank ('' for none), payment state TTL s, per routed sink 1 if it drops stale, and
+# reconciliation (SPEC 11, relay.reconcile): the payment `seq` the reconciler read ('' for a
+# webhook's event), the due entry ('' when the source does not reconcile, '-' to remove it,
+# else ms from now to the next check) and the payment id (its member in the due set).
 # Returns {send now, hold, sequence, stale, dropped}.
 CLAIM = (
     LUA_NOW_MS
     + f"""
+local n = tonumber(ARGV[11])
+local seen = ARGV[14 + 2 * n]
+-- Reconciliation, before this event's first claim (a re-run of its own claim goes on): a
+-- webhook's event of a stage the reconciler emitted is a duplicate; a reconciled event is
+-- dropped when the payment got an event since the reconciler read it (it looks again).
+if ARGV[10] == '1' then
+  local blocked
+  if seen == '' then
+    blocked = redis.call('HEXISTS', KEYS[8], '{RECONCILED_MARK}' .. ARGV[9]) == 1
+  else
+    blocked = (redis.call('HGET', KEYS[8], 'seq') or '0') ~= seen
+  end
+  if blocked and redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    if seen == '' then redis.call('HINCRBY', KEYS[3], ARGV[4], 1) end
+    return false
+  end
+end
 local claimed = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 if claimed then
   redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
@@ -69,13 +92,12 @@ if claimed and ttl > 0 then
     redis.call('RPUSH', KEYS[7], ARGV[6])
     redis.call('EXPIRE', KEYS[7], ttl)
   end
-  for i = 9, #KEYS do
+  for i = 10, #KEYS do
     redis.call('SADD', KEYS[i], ARGV[6])
     redis.call('EXPIRE', KEYS[i], ttl)
   end
 end
 local logged = ttl > 0 and redis.call('EXISTS', KEYS[5]) == 1
-local n = tonumber(ARGV[11])
 local seq, stale = 0, 0
 if ARGV[10] == '1' then
   local mine = 'e:' .. ARGV[6]
@@ -91,9 +113,19 @@ if ARGV[10] == '1' then
       if top > r then stale = 1 elseif r > top then redis.call('HSET', KEYS[8], 'rank', r) end
     end
     redis.call('HSET', KEYS[8], mine, seq .. ':' .. stale)
+    if seen ~= '' then redis.call('HSET', KEYS[8], '{RECONCILED_MARK}' .. ARGV[9], seq) end
     redis.call('EXPIRE', KEYS[8], ARGV[13 + n])
   end
   if logged then redis.call('HSET', KEYS[5], '{LOG_SEQUENCE}', seq, '{LOG_STALE}', stale) end
+  -- The due set: a non-stale event at an open status (re)starts the wait for its next
+  -- stage; one at any other status ends the checks.
+  local due = ARGV[15 + 2 * n]
+  if due == '-' and stale == 0 then
+    redis.call('ZREM', KEYS[9], ARGV[16 + 2 * n])
+  elseif due ~= '' and stale == 0 then
+    redis.call('ZADD', KEYS[9], now_ms + tonumber(due), ARGV[16 + 2 * n])
+    redis.call('EXPIRE', KEYS[9], ARGV[13 + n])
+  end
 end
 local go, hold, dropped = {{}}, {{}}, {{}}
 for i = 12, 11 + n do
@@ -148,9 +180,13 @@ def claim_call(
     retention_s: int,
     targets: list[tuple[str, bool]],
     payment_ttl_s: int,
+    reconcile_after_ms: int | None = None,
+    seen_seq: int | None = None,
 ) -> Claim:
     """The keys and arguments of one CLAIM call (retention_s 0: the log is off). `targets`:
-    the routed sinks, each with whether it drops stale events."""
+    the routed sinks, each with whether it drops stale events. `reconcile_after_ms`: the
+    source's `reconcile.after` (None: it does not reconcile); `seen_seq`: for a reconciled
+    event, the payment's event count when the reconciler read it (relay.reconcile)."""
     payment_id = event.payment.id
     payment_key = (
         keys.log_payment(event.source, payment_id) if payment_id else keys.log_event(event.id)
@@ -160,6 +196,10 @@ def claim_call(
     )
     stage = rank(event.type)
     lookups = lookup_values(event, inbound_id)
+    due = ""  # SPEC 11: an open status (created, pending, paid) waits `after` for the next one
+    if reconcile_after_ms is not None and payment_id:
+        is_open = stage is not None and event.type.removeprefix("payment.") not in FINAL
+        due = str(reconcile_after_ms) if is_open else "-"
     return Claim(
         keys=[
             keys.event_claim(event.id),
@@ -170,6 +210,7 @@ def claim_call(
             keys.log_index,
             payment_key,
             state_key,
+            reconcile_due(keys, event.source),
             *(keys.log_find(value) for value in lookups),
         ],
         args=[
@@ -188,6 +229,9 @@ def claim_call(
             "" if stage is None else stage,
             payment_ttl_s,
             *(int(drops) for _, drops in targets),
+            "" if seen_seq is None else seen_seq,
+            due,
+            payment_id or "",
         ],
     )
 

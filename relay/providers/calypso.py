@@ -27,10 +27,14 @@ invoice (`parentExternalId`) + event type + transaction hash, then a digest of t
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
-from relay.config.types import Secrets, SourceConfig
+import aiohttp
+from pydantic import Field
+
+from relay.config.types import ApiUrl, ReconcileConfig, Secrets, SourceConfig
 from relay.events import PaymentEvent, dumps
 from relay.inbound import InboundRequest
 from relay.providers.base import (
@@ -49,6 +53,7 @@ from relay.providers.base import (
     same_text,
     scalar,
 )
+from relay.reconcile_api import BAD_ANSWER, ApiError, StatusAnswer, as_object, call_api
 
 _TYPES = {
     "INVOICE_CREATE_INVOICE": "payment.created",
@@ -95,10 +100,21 @@ _COMPLIANCE = frozenset(
 )
 
 
+class CalypsoReconcile(ReconcileConfig):
+    """`reconcile:` of a Calypso source: the API has its own key pair (not the webhook
+    subscription's) and acts for one merchant `account`."""
+
+    api_url: ApiUrl = "https://api.calypso.finance"
+    account: str = Field(min_length=1)  # the merchant account id the requests name
+    api_key: str = Field(min_length=1)  # the public key, sent in `Key`
+    api_secret: str = Field(min_length=1)  # signs each request body (`Sign`)
+
+
 class CalypsoConfig(SourceConfig):
     provider: Literal["calypso"]
     secret_key: Secrets
     public_key: str = ""  # when set, the `Key` header must equal it
+    reconcile: CalypsoReconcile | None = None  # SPEC 11: fetch_status below
 
 
 class CalypsoProvider(Provider):
@@ -230,3 +246,86 @@ def _dedupe_key(
     if invoice is not None:
         return f"invoice:{invoice}:{name}:{tx_hash}"
     return f"body:{body_digest(body)}"
+
+
+# --- reconciliation (SPEC 11): the status API -------------------------------------------------
+
+# Invoice `state` (docs.calypso.finance general/enum-descriptions, acquiring/invoices).
+_API_STATES = {
+    "PENDING_PAYMENT": "payment.created",
+    "MEM_POOL_FOUND": "payment.pending",
+    "PAID": "payment.paid",
+    "COMPLETED": "payment.completed",
+    "PENDING_INTERVENTION": "payment.review",
+    "PENDING_COMPLIANCE_CHECK": "payment.review",
+    "DECLINED": "payment.failed",
+    "ARCHIVED": "payment.cancelled",  # "deleted by merchant"
+    "EXPIRED": "payment.expired",  # not in the enum: the webhooks have INVOICE_EXPIRED
+}
+
+
+async def fetch_status(
+    session: aiohttp.ClientSession, config: CalypsoConfig, payment_id: str
+) -> StatusAnswer:
+    """Calypso's "Get a specific Invoice", `POST {api_url}/api/v1/invoice` with the body
+    `{"account", "timestamp", "payload": {"id"}}`, as docs.calypso.finance documents it
+    (api-reference/invoice-api; reference/authentification; guides/.../get-started-with-api):
+    headers `Key` (the API public key) and `Sign` = hex HMAC-SHA512 of the body keyed with the
+    API secret key; `timestamp` is Unix ms, within 3 minutes of Calypso's clock. The answer is
+    an InvoiceDTO whose `state` is PENDING_PAYMENT, MEM_POOL_FOUND, PAID,
+    PENDING_INTERVENTION, COMPLETED, ARCHIVED, PENDING_COMPLIANCE_CHECK or DECLINED; amounts
+    are JSON numbers, read with exact digits. Documented errors: 400 and 500 with a
+    PublicGatewayErrorResponse.
+
+    Not documented: the answer to wrong keys (401/403 are read as such; a 400 is an error of
+    this payment), a rate limit, an expired state (the webhooks have INVOICE_EXPIRED: EXPIRED
+    is accepted), and whether `id` is the webhooks' `parentExternalId` (it is used as such).
+    The webhook's dedupe key is its envelope `id`, which no status answer carries: the
+    reconciled event has a key of its own, and the claim script's per-stage mark
+    (relay.ledger.record) makes the later webhook of that stage a duplicate.
+    """
+    if config.reconcile is None:
+        raise ValueError("this source has no reconcile: section")
+    settings = config.reconcile
+    body = dumps(
+        {
+            "account": settings.account,
+            "timestamp": int(time.time() * 1000),
+            "payload": {"id": payment_id},
+        }
+    )
+    answer = as_object(
+        await call_api(
+            session,
+            "POST",
+            f"{settings.api_url}/api/v1/invoice",
+            headers={
+                "Content-Type": "application/json",
+                "Key": settings.api_key,
+                "Sign": hmac_digest(settings.api_secret, body, "sha512").hex(),
+            },
+            body=body,
+            timeout=settings.timeout,
+        ),
+        "the answer",
+    )
+    state = scalar(answer.get("state"))
+    if state is None:
+        raise ApiError(BAD_ANSWER, "the answer has no invoice state")
+    return StatusAnswer(
+        type=_API_STATES.get(str(state).upper()),
+        provider_event=str(state),
+        dedupe_key=f"reconciled:{payment_id}:{str(state).upper()}",
+        data=answer,
+        payment={
+            "id": payment_id,
+            "reference": scalar(answer.get("externalId")),
+            "amount": scalar(answer.get("amount")),
+            "currency": scalar(answer.get("currency")),
+            "fiat_amount": scalar(answer.get("fiatAmount")),
+            "fiat_currency": scalar(answer.get("fiatCurrency")),
+            "tx_hash": scalar(answer.get("lastDepositHash")),
+            "description": scalar(answer.get("description")),
+        },
+        # Not `createdDate` (the invoice's creation): the answer says not when the state began.
+    )

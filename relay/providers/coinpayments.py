@@ -46,12 +46,13 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import aiohttp
 import orjson
 from pydantic import Field, field_validator
 
-from relay.config.types import Duration, Secrets, SourceConfig
+from relay.config.types import ApiUrl, Duration, ReconcileConfig, Secrets, SourceConfig
 from relay.events import PaymentEvent
 from relay.inbound import InboundRequest
 from relay.providers.base import (
@@ -75,6 +76,7 @@ from relay.providers.base import (
     token_matches,
     value_digest,
 )
+from relay.reconcile_api import BAD_ANSWER, ApiError, StatusAnswer, as_object, call_api
 
 BOM = b"\xef\xbb\xbf"
 DIAGNOSE_MAX_BYTES = 65536  # a failed signature is retried with other URLs only up to this size
@@ -114,12 +116,22 @@ _SAMPLES = {
 }
 
 
+class CoinpaymentsReconcile(ReconcileConfig):
+    """`reconcile:` of a CoinPayments v2 source: the API signs with the same integration
+    client as the webhooks, so `client_id` / `client_secret` default to the source's."""
+
+    api_url: ApiUrl = "https://api.coinpayments.com/api/v2"
+    client_id: str = ""
+    client_secret: str = ""
+
+
 class CoinpaymentsConfig(SourceConfig):
     provider: Literal["coinpayments"]
     client_id: str = Field(min_length=1)
     client_secret: Secrets
     notification_url: str  # exactly as registered with CoinPayments: it is part of the signature
     timestamp_tolerance: Duration = Field(default=300.0, gt=0)
+    reconcile: CoinpaymentsReconcile | None = None  # SPEC 11: fetch_status below
 
     @field_validator("notification_url")
     @classmethod
@@ -380,3 +392,97 @@ def _dedupe_key(data: dict[str, Any], invoice: dict[str, Any], name: str, body: 
     if scalar(data.get("id")) is not None:
         return f"id:{data['id']}"
     return f"body:{body_digest(body)}"
+
+
+# --- reconciliation (SPEC 11): the status API -------------------------------------------------
+
+# The invoice `status` of the API (schema invoiceByIdRes: draft, scheduled, unpaid, pending,
+# paid, completed, cancelled, timedOut, deleted), case-folded; webhooks spell it `state`.
+_API_STATUS = {
+    "draft": "payment.created",
+    "scheduled": "payment.created",
+    "unpaid": "payment.created",
+    "pending": "payment.pending",
+    "paid": "payment.paid",
+    "completed": "payment.completed",
+    "cancelled": "payment.cancelled",
+    "timedout": "payment.expired",
+}
+
+
+def api_headers(
+    client_id: str, secret: str, method: str, url: str, body: bytes = b""
+) -> dict[str, str]:
+    """The three headers of a signed API request: the webhooks' scheme with this request's
+    method, full URL and body (empty for a GET) and the current UTC time."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    message = BOM + method.encode() + url.encode() + client_id.encode() + stamp.encode() + body
+    return {
+        "X-CoinPayments-Client": client_id,
+        "X-CoinPayments-Timestamp": stamp,
+        "X-CoinPayments-Signature": base64.b64encode(hmac_digest(secret, message)).decode(),
+    }
+
+
+async def fetch_status(
+    session: aiohttp.ClientSession, config: CoinpaymentsConfig, payment_id: str
+) -> StatusAnswer:
+    """CoinPayments v2 "Get invoice by Id", `GET {api_url}/merchant/invoices/{id}`, signed as
+    a-docs.coinpayments.net/api/auth/generate-api-signature and the repository
+    CoinPaymentsNet/CoinPaymentsNET.github.io (`openapi/paths/auth/auth.md`,
+    `openapi/openapi.yaml`, `openapi/paths/invoices/get-by-id.yaml`,
+    `openapi/components/responses/invoices/invoiceByIdRes.yaml`) describe it: headers
+    `X-CoinPayments-Client`, `X-CoinPayments-Timestamp` (UTC `YYYY-MM-DDTHH:mm:ss`) and
+    `X-CoinPayments-Signature` = base64 HMAC-SHA256, keyed with the client secret as UTF-8, of
+    U+FEFF + method + full URL + client id + timestamp + body ("" for a GET). The answer is
+    the invoice; its `status` is one of draft, scheduled, unpaid, pending, paid, completed,
+    cancelled, timedOut, deleted. docs.coinpayments.com: v1 and v2 are both served.
+
+    Not documented: the answer's exact envelope (the invoice itself is read, or an `invoice`
+    member), which id form the path takes (the webhooks' `invoice.id` is used), the answer
+    to wrong credentials (401/403 are read as such), a rate limit, and what `deleted` means
+    for a payment (not mapped: nothing is emitted for it). One docs sample leaves the
+    timestamp out of a body-less signature; the general rule and the SDK include it, as here.
+    The webhook's dedupe key digests the webhook's own invoice object, which this answer does
+    not reproduce: the reconciled event has a key of its own, and the claim script's
+    per-stage mark (relay.ledger.record) makes the later webhook of that stage a duplicate.
+    """
+    if config.reconcile is None:
+        raise ValueError("this source has no reconcile: section")
+    settings = config.reconcile
+    url = f"{settings.api_url}/merchant/invoices/{quote(payment_id, safe='')}"
+    client_id = settings.client_id or config.client_id
+    secret = settings.client_secret or config.client_secret[0]
+    answer = as_object(
+        await call_api(
+            session,
+            "GET",
+            url,
+            headers=api_headers(client_id, secret, "GET", url),
+            timeout=settings.timeout,
+        ),
+        "the answer",
+    )
+    invoice = as_dict(answer.get("invoice")) or answer
+    status = scalar(first(invoice.get("status"), invoice.get("state")))
+    if status is None:
+        raise ApiError(BAD_ANSWER, "the answer has no invoice status")
+    kind = _API_STATUS.get(str(status).casefold())
+    amount = as_dict(invoice.get("amount"))
+    return StatusAnswer(
+        type=kind,
+        provider_event=str(status),
+        dedupe_key=f"reconciled:{payment_id}:{str(status).casefold()}",
+        data=answer,
+        payment={
+            "id": payment_id,
+            "reference": scalar(first(invoice.get("invoiceId"), invoice.get("invoiceNumber"))),
+            "amount": _decimal_value(amount.get("valueAsDecimal")),
+            "description": scalar(invoice.get("description")),
+        },
+        occurred_at=safe_time(
+            scalar(
+                first(invoice.get("completed"), invoice.get("confirmed"), invoice.get("created"))
+            )
+        ),
+    )

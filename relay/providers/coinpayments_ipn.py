@@ -26,9 +26,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from urllib.parse import urlencode
 
+import aiohttp
 from pydantic import Field
 
-from relay.config.types import Secrets, SourceConfig
+from relay.config.types import ApiUrl, ReconcileConfig, Secrets, SourceConfig
 from relay.events import PaymentEvent
 from relay.inbound import InboundRequest
 from relay.providers.base import (
@@ -43,6 +44,7 @@ from relay.providers.base import (
     parse_form,
     same_text,
 )
+from relay.reconcile_api import AUTH, BAD_ANSWER, ApiError, StatusAnswer, as_object, call_api
 
 # Status codes (official IPN page and plugin): < 0 failed/expired, >= 100 complete.
 _SAMPLE_STATUS = {
@@ -74,10 +76,20 @@ def status_type(status: str | None) -> str:
     }.get(code, "payment.other")
 
 
+class CoinpaymentsIpnReconcile(ReconcileConfig):
+    """`reconcile:` of a CoinPayments IPN source: an API key pair of the legacy API (My
+    Account > API Keys, with `get_tx_info` allowed), not the IPN secret."""
+
+    api_url: ApiUrl = "https://www.coinpayments.net/api.php"
+    public_key: str = Field(min_length=1)
+    private_key: str = Field(min_length=1)
+
+
 class CoinpaymentsIpnConfig(SourceConfig):
     provider: Literal["coinpayments_ipn"]
     ipn_secret: Secrets
     merchant_id: str = Field(min_length=1)
+    reconcile: CoinpaymentsIpnReconcile | None = None  # SPEC 11: fetch_status below
 
 
 class CoinpaymentsIpnProvider(Provider):
@@ -179,3 +191,76 @@ class CoinpaymentsIpnProvider(Provider):
                 "HMAC": hmac_digest(self.config.ipn_secret[0], body, "sha512").hex(),
             },
         )
+
+
+# --- reconciliation (SPEC 11): the status API -------------------------------------------------
+
+_AUTH_WORDS = ("hmac", "key", "permission")  # in `error`: the credentials, not the payment
+
+
+async def fetch_status(
+    session: aiohttp.ClientSession, config: CoinpaymentsIpnConfig, payment_id: str
+) -> StatusAnswer:
+    """The legacy API's `get_tx_info`, as www.coinpayments.net/apidoc-intro documents every
+    call: an `application/x-www-form-urlencoded` POST to `https://www.coinpayments.net/api.php`
+    with `version=1`, `cmd`, `key` (the public key) and `format=json`, and the header `HMAC` =
+    hex HMAC-SHA512 of the raw POST data keyed with the private key; the answer is
+    `{"error": "ok", "result": {...}}`, any other `error` being the message. The result fields
+    (`status`, `status_text`, `amountf`, `receivedf`, `recv_confirms`, `coin`, ...) are the
+    official PHP library's and the public SDKs' (the apidoc-get-tx-info page itself was not in
+    reach), and `status` is the IPN's status code (< 0 failed, >= 100 complete). The dedupe
+    key is the IPN's (`txn:<txn_id>:<status>:<confirms>`): when the IPN of that stage carries
+    the same confirmation count, the reconciled event has its event id; otherwise the claim
+    script's per-stage mark (relay.ledger.record) makes that IPN a duplicate.
+
+    Not documented: the HTTP status or message for wrong keys ("the API call is discarded":
+    401/403, or an `error` naming the HMAC, key or permissions, are read as credentials
+    refused), a rate limit, and whether an unknown txid is an `error` (it is read as one).
+    """
+    if config.reconcile is None:
+        raise ValueError("this source has no reconcile: section")
+    settings = config.reconcile
+    body = urlencode(
+        {
+            "version": "1",
+            "cmd": "get_tx_info",
+            "key": settings.public_key,
+            "format": "json",
+            "txid": payment_id,
+        }
+    ).encode()
+    answer = as_object(
+        await call_api(
+            session,
+            "POST",
+            settings.api_url,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "HMAC": hmac_digest(settings.private_key, body, "sha512").hex(),
+            },
+            body=body,
+            timeout=settings.timeout,
+        ),
+        "the answer",
+    )
+    error = str(answer.get("error"))
+    if error != "ok":
+        kind = AUTH if any(w in error.casefold() for w in _AUTH_WORDS) else BAD_ANSWER
+        raise ApiError(kind, f"get_tx_info: {error[:200]}")
+    result = as_object(answer.get("result"), "the answer's result")
+    status = str(result.get("status", "")).strip()
+    confirms = result.get("recv_confirms")
+    return StatusAnswer(
+        type=status_type(status) if status else None,
+        provider_event=status,
+        dedupe_key=f"txn:{payment_id}:{status}:{'' if confirms is None else confirms}",
+        data=answer,
+        payment={
+            "id": payment_id,
+            "amount": result.get("amountf"),
+            "amount_received": result.get("receivedf"),
+            "currency": result.get("coin"),
+            "confirmations": confirms,
+            "description": result.get("status_text"),
+        },
+    )
