@@ -26,6 +26,8 @@ CONFIG_HELP = "config file (default: $RELAY_CONFIG, else config/relay.yaml)"
 DEV_CONFIG = "config/relay.dev.yaml"
 STATE_DIR = Path(".relay")
 URL_FILE = STATE_DIR / "redis.url"  # lets `relay status` / `relay dlq` find the embedded Redis
+INGRESS_FILE = STATE_DIR / "ingress.url"  # lets `relay trigger` find the `relay dev` ingress
+LOCK_FILE = STATE_DIR / "dev.pid"  # one `relay dev` per .relay/: the running one's pid
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # noqa: SLF001 - what add_subparsers() returns; argparse names no public type
 Handler = Callable[[argparse.Namespace], int]
@@ -103,6 +105,14 @@ def embedded_redis_url() -> str | None:
     """The URL of a running `relay dev`'s embedded Redis, if there is one."""
     try:
         return URL_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def dev_ingress_url() -> str | None:
+    """The base URL of the running `relay dev`'s ingress, if one runs in this directory."""
+    try:
+        return INGRESS_FILE.read_text().strip() or None
     except OSError:
         return None
 

@@ -9,7 +9,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from relay.cli.common import CONFIG_HELP, Subcommands, add_command, load, tool_config_path
+from relay.cli.common import (
+    CONFIG_HELP,
+    Subcommands,
+    add_command,
+    dev_ingress_url,
+    load,
+    tool_config_path,
+)
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
@@ -19,7 +26,11 @@ def add_parser(sub: Subcommands) -> None:
     parser = add_command(sub, "trigger", run, "send a correctly signed sample webhook to the relay")
     parser.add_argument("source", help="a configured source name, e.g. ivpay")
     parser.add_argument("event", help="paid, completed, pending, created, expired, ...")
-    parser.add_argument("--url", help="the relay's base URL (default http://127.0.0.1:$PORT)")
+    parser.add_argument(
+        "--url",
+        help="the relay's base URL (default: the `relay dev` running here, "
+        "else http://127.0.0.1:$PORT, else port 8000)",
+    )
     parser.add_argument("--config", help=CONFIG_HELP)
 
 
@@ -50,7 +61,7 @@ async def run_trigger(loaded: LoadedConfig, source: str, event: str, url: str | 
         )
         return 2
     sample = provider.sample(short, time.time())
-    base = (url or f"http://127.0.0.1:{os.environ.get('PORT') or 8000}").rstrip("/")
+    base = (url or _default_base()).rstrip("/")
     target = f"{base}/hooks/{source}" + (f"/{sample.token}" if sample.token else "")
     shown = f"{base}/hooks/{source}" + ("/<token>" if sample.token else "")
     try:
@@ -73,3 +84,9 @@ async def run_trigger(loaded: LoadedConfig, source: str, event: str, url: str | 
         return 1
     print(f"POST {shown} ({provider.kind} {short}) -> {response.status} {answer}")
     return 0 if response.status == 200 else 1
+
+
+def _default_base() -> str:
+    """The running `relay dev`'s ingress (it writes its URL beside .relay/redis.url), else
+    $PORT on this machine, else port 8000."""
+    return dev_ingress_url() or f"http://127.0.0.1:{os.environ.get('PORT') or 8000}"

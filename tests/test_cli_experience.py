@@ -1,0 +1,92 @@
+"""Issue 15, as a newcomer meets it: `relay dev` on its own port and host, a second `relay dev`
+in the same checkout, `relay trigger` finding the dev relay, the human log format."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from relay.embedded import free_port
+from tests.conftest import REPO, wait_for
+
+DEV_CONFIG = str(REPO / "config" / "relay.dev.yaml")
+
+
+def env_without_port() -> dict[str, str]:
+    drop = ("REDIS_URL", "RELAY_CONFIG", "PORT", "LOG_FORMAT")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def cli(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", *args],
+        cwd=cwd,
+        env=env_without_port(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def test_dev_port_host_lock_and_trigger(tmp_path: Path) -> None:
+    """`relay dev --port N` listens on 127.0.0.1:N and says so; a second `relay dev` here refuses
+    at once and leaves the first running and findable; `relay trigger` finds the port itself."""
+    port = free_port()
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "dev", "--config", DEV_CONFIG, "--port", str(port)],
+            cwd=tmp_path,
+            env=env_without_port(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await wait_for(lambda: ready(port), timeout=40, interval=0.2)
+        banner = log.read_text()
+        assert f"ingress on http://127.0.0.1:{port} " in banner
+        assert "try `relay trigger ivpay paid`" in banner
+        began = time.monotonic()
+        second = await asyncio.to_thread(
+            cli, "dev", "--config", DEV_CONFIG, "--port", str(free_port()), cwd=tmp_path
+        )
+        assert second.returncode == 2 and "already running in this directory" in second.stderr
+        assert f"pid {dev.pid}" in second.stderr and time.monotonic() - began < 15
+        assert (tmp_path / ".relay" / "redis.url").exists() and await ready(port)
+        sent = await asyncio.to_thread(
+            cli, "trigger", "ivpay", "paid", "--config", DEV_CONFIG, cwd=tmp_path
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert (
+            f"POST http://127.0.0.1:{port}/hooks/ivpay" in sent.stdout and "-> 200" in sent.stdout
+        )
+        status = await asyncio.to_thread(
+            cli, "status", "--check", "--config", DEV_CONFIG, cwd=tmp_path
+        )
+        assert status.returncode in (0, 1) and "cannot reach" not in status.stdout, status
+    finally:
+        dev.send_signal(signal.SIGINT)
+        code = dev.wait(40)
+    assert code == 0, log.read_text()[-3000:]
+    for name in ("dev.pid", "redis.url", "ingress.url"):
+        assert not (tmp_path / ".relay" / name).exists(), name
