@@ -308,9 +308,9 @@ class Reconciler:
     ) -> _Open | Check:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hmget(self.keys.payment_state(name, payment_id), "seq", "rank")
-            pipe.hmget(reconcile_payment(self.keys, name, payment_id), "seq", "since", "n")
+            pipe.hmget(reconcile_payment(self.keys, name, payment_id), "seq", "since", "n", "next")
             pipe.zscore(reconcile_due(self.keys, name), payment_id)
-            (seq, top), (seen_seq, since, checks), due = await pipe.execute()
+            (seq, top), (seen_seq, since, checks, planned), due = await pipe.execute()
         if seq is None:  # the log forgot it (retention), or never had it
             if due is None:
                 return Check(name, payment_id, "not_tracked", error="unknown payment")
@@ -320,7 +320,9 @@ class Reconciler:
                 name, payment_id, "not_tracked", STAGES.get(_int(top, -1)), error="not open"
             )
         due_ms = int(due)
-        if _int(seen_seq, -1) != _int(seq):  # new since the last check: quiet since its claim
+        # An event since the last check that reset the wait (the claim rescheduled it): quiet
+        # since that claim. A stale one leaves the schedule, and the quiet time, as they were.
+        if _int(seen_seq, -1) != _int(seq) and _int(planned, -1) != due_ms:
             since, checks = due_ms - int(settings.after * 1000), 0
         return _Open(
             seq=_int(seq),

@@ -496,7 +496,7 @@ CLIENTS: dict[str, tuple[Any, str, str, str, str | None]] = {
         "CPX1",
         "100",
         "payment.completed",
-        "txn:CPX1:100:3",
+        "txn:CPX1:100:3:got:0.00025000",
     ),
 }
 

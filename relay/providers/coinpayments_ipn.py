@@ -209,9 +209,11 @@ async def fetch_status(
     (`status`, `status_text`, `amountf`, `receivedf`, `recv_confirms`, `coin`, ...) are the
     official PHP library's and the public SDKs' (the apidoc-get-tx-info page itself was not in
     reach), and `status` is the IPN's status code (< 0 failed, >= 100 complete). The dedupe
-    key is the IPN's (`txn:<txn_id>:<status>:<confirms>`): when the IPN of that stage carries
-    the same confirmation count, the reconciled event has its event id; otherwise the claim
-    script's per-stage mark (relay.ledger.record) makes that IPN a duplicate.
+    key is built as the IPN's (`txn:<txn_id>:<status>:<confirms>:got:<received>`): when the
+    IPN of that stage carries the same confirmation count and writes the amount received as
+    `receivedf` does, the reconciled event has its event id; whether it does is not
+    documented, and either way the claim script's per-stage mark (relay.ledger.record) makes
+    that IPN a duplicate.
 
     Not documented: the HTTP status or message for wrong keys ("the API call is discarded":
     401/403, or an `error` naming the HMAC, key or permissions, are read as credentials
@@ -250,15 +252,17 @@ async def fetch_status(
     result = as_object(answer.get("result"), "the answer's result")
     status = str(result.get("status", "")).strip()
     confirms = result.get("recv_confirms")
+    received = result.get("receivedf")
     return StatusAnswer(
         type=status_type(status) if status else None,
         provider_event=status,
-        dedupe_key=f"txn:{payment_id}:{status}:{'' if confirms is None else confirms}",
+        dedupe_key=f"txn:{payment_id}:{status}:{'' if confirms is None else confirms}"
+        + (f":got:{received}" if received else ""),
         data=answer,
         payment={
             "id": payment_id,
             "amount": result.get("amountf"),
-            "amount_received": result.get("receivedf"),
+            "amount_received": received,
             "currency": result.get("coin"),
             "confirmations": confirms,
             "description": result.get("status_text"),
