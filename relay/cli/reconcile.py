@@ -25,7 +25,7 @@ from relay.cli.common import (
     need_redis,
     tool_config_path,
 )
-from relay.cli.events import add_config, add_json, pack, plural, print_json, print_lines
+from relay.cli.events import add_config, pack, plural, print_json, print_lines
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
@@ -44,7 +44,7 @@ def add_parser(sub: Subcommands) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="ask and show what would be emitted; emit nothing"
     )
-    add_json(parser)
+    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
     add_config(parser)
 
 
