@@ -1,5 +1,8 @@
 """structlog setup: one JSON object per line on stdout, with secrets redacted.
 
+`LOG_FORMAT=console` prints the same lines for people instead (time, level, event, key=value;
+`relay dev` sets it when its output is a terminal); JSON stays the default everywhere else.
+
 Redaction is defence in depth: code never logs headers or secrets on purpose, and this last
 processor also replaces any configured secret (and anything after `whsec_`) wherever it appears,
 and cuts every URL in every string value to its host and every query value to `…` by the URL's
@@ -10,6 +13,7 @@ one from a payload is covered too.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -52,8 +56,19 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+def renderer_for(log_format: str | None = None) -> Any:
+    """JSON (the default), or `console`: human lines, coloured on a terminal."""
+    chosen = (log_format if log_format is not None else os.environ.get("LOG_FORMAT", "")).lower()
+    if chosen == "console":
+        return structlog.dev.ConsoleRenderer(
+            colors=sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        )
+    return structlog.processors.JSONRenderer(serializer=_dumps)
+
+
 def configure(secrets: Iterable[str] = (), level: str = "INFO", process: str | None = None) -> None:
-    """JSON lines on stdout for structlog and for the stdlib loggers (arq, aiohttp)."""
+    """JSON lines on stdout for structlog and for the stdlib loggers (arq, aiohttp); human
+    lines with LOG_FORMAT=console."""
     REDACTOR.update(secrets)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -62,7 +77,7 @@ def configure(secrets: Iterable[str] = (), level: str = "INFO", process: str | N
     ]
     if process:
         structlog.contextvars.bind_contextvars(process=process)
-    renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    renderer = renderer_for()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, REDACTOR, renderer],
         logger_factory=structlog.WriteLoggerFactory(file=sys.stdout),

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from relay.embedded import free_port
 from tests.conftest import REPO, wait_for
@@ -90,3 +91,29 @@ async def test_dev_port_host_lock_and_trigger(tmp_path: Path) -> None:
     assert code == 0, log.read_text()[-3000:]
     for name in ("dev.pid", "redis.url", "ingress.url"):
         assert not (tmp_path / ".relay" / name).exists(), name
+
+
+def test_console_log_format_is_for_people_and_json_stays_the_default() -> None:
+    """LOG_FORMAT=console: human lines, still redacted; unset: one JSON object per line."""
+    script = (
+        "from relay import logs; logs.configure(['sekrit-value-1'], process='web');"
+        "logs.get_logger().info('ingress listening', port=8000, token='sekrit-value-1')"
+    )
+    for log_format in ("console", None):
+        env = env_without_port()
+        if log_format:
+            env["LOG_FORMAT"] = log_format
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+            cwd=REPO,
+        ).stdout
+        assert "sekrit-value-1" not in out
+        if log_format:
+            assert not out.startswith("{") and "ingress listening" in out and "port=8000" in out
+        else:
+            assert orjson.loads(out)["event"] == "ingress listening"
