@@ -117,3 +117,21 @@ def test_console_log_format_is_for_people_and_json_stays_the_default() -> None:
             assert not out.startswith("{") and "ingress listening" in out and "port=8000" in out
         else:
             assert orjson.loads(out)["event"] == "ingress listening"
+
+
+def test_shell_completion_completes_commands_actions_and_options(tmp_path: Path) -> None:
+    """`relay completion bash` drives bash's completion from the parser; zsh loads the same."""
+    script = cli("completion", "bash", cwd=REPO)
+    assert script.returncode == 0, script.stderr
+    (tmp_path / "relay.bash").write_text(script.stdout)
+    probe = (
+        f"source {tmp_path / 'relay.bash'}\n"
+        'ask() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _relay; echo "${COMPREPLY[*]}"; }\n'
+        "ask relay st; ask relay dlq pu; ask relay status --config x --ch; ask relay dev --po\n"
+    )
+    answers = subprocess.run(
+        ["bash", "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.splitlines()
+    assert answers == ["status", "purge", "--check", "--port"]
+    zsh = cli("completion", "zsh", cwd=REPO).stdout
+    assert zsh.startswith("#compdef relay") and "bashcompinit" in zsh and "_relay_words" in zsh

@@ -13,6 +13,7 @@ import argparse
 from relay import __version__
 from relay.cli import (
     check_config,
+    completion,
     dev,
     dlq,
     events,
@@ -42,6 +43,7 @@ COMMANDS = (
     dlq,
     rejections,
     trigger,
+    completion,
 )
 
 
