@@ -160,6 +160,12 @@ async def _watch(
             sys.stdout.flush()
             await asyncio.sleep(WATCH_INTERVAL_S)
             snapshot = await take_snapshot(redis, loaded.config)
+    if not console.is_terminal:  # piped: each refresh printed whole (Live draws only at exit)
+        while True:
+            console.print(render(snapshot))
+            sys.stdout.flush()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            snapshot = await take_snapshot(redis, loaded.config)
     with Live(render(snapshot), console=console, auto_refresh=False, screen=False) as live:
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
