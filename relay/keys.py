@@ -327,3 +327,42 @@ def reconcile_rate(keys: Keys, source: str) -> str:
     """Sorted set of one source's recent status API calls (relay.ratelimit), trimmed to the
     window of `reconcile.rate_limit`: every process shares the limit."""
     return f"{keys.prefix}:rec:rate:{source}"
+
+
+# --- alerts (SPEC 12, relay.alerts) ----------------------------------------------------------
+
+ALERT_TYPE = "relay.alert"  # the `type` of an alert's JSON, as http sinks receive it
+AUTH_ERRORS = ("bad_signature", "bad_token")  # rejections the bad_signatures rule counts
+AUTH_FAILURES_CAP = 500  # newest kept per source: enough to count any threshold it allows
+AUTH_FAILURES_TTL_S = 3600  # the longest bad_signatures window
+ALERTS_TTL_S = 30 * 86400  # the alert state and outbox outlive a month without a worker
+ALERT_OUTBOX_CAP = 1000  # unsent alerts kept for retrying (the oldest are dropped, logged)
+
+
+def alert_states(keys: Keys) -> str:
+    """Hash `<rule>:<subject>` -> that alert's state JSON (firing, since, what was last sent,
+    the rule's baselines): survives restarts, so a deploy re-sends nothing. Bounded by the
+    config's rules x subjects (states of subjects no longer checked are deleted); TTL
+    ALERTS_TTL_S, renewed on write."""
+    return f"{keys.prefix}:alerts"
+
+
+def alert_outbox(keys: Keys) -> str:
+    """Hash `<alert id>:<sink>` -> an alert still to send to that sink (JSON, with its tries
+    and next try), retried by the evaluator until sent; capped at ALERT_OUTBOX_CAP, TTL
+    ALERTS_TTL_S renewed on write."""
+    return f"{keys.prefix}:alerts:outbox"
+
+
+def alert_lease(keys: Keys) -> str:
+    """The alert evaluator's lease: the id of the one process evaluating, SET NX PX, renewed
+    every round; when that process dies it expires and another worker takes it."""
+    return f"{keys.prefix}:alerts:lease"
+
+
+def auth_failures(keys: Keys, source: str) -> str:
+    """Sorted set of one source's recent bad_signature / bad_token rejections (member
+    `<ms>:<nonce>:<reason>`, score ms), written by the ingress's rejection log: the
+    bad_signatures rule counts a window of it. Trimmed to AUTH_FAILURES_TTL_S and
+    AUTH_FAILURES_CAP on every write; TTL AUTH_FAILURES_TTL_S."""
+    return f"{keys.prefix}:authfail:{source}"

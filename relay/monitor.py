@@ -29,6 +29,8 @@ from relay.keys import (
     INBOUND,
     WORKER_TTL_S,
     Keys,
+    alert_states,
+    auth_failures,
     delivery_stat,
     parse_stat,
     sink_of_job,
@@ -36,6 +38,7 @@ from relay.keys import (
 from relay.redis_memory import read_memory
 from relay.snapshot import (
     BUCKET_LABELS,
+    AlertStatus,
     Latency,
     QueueDepth,
     Rejection,
@@ -106,6 +109,7 @@ async def take_snapshot(
         for name in sink_names:
             pipe.hgetall(keys.sink_health(name))
             pipe.hgetall(keys.latency(name))
+        _read_alert_figures(pipe, keys, config, now_ms)
         (
             due,
             scheduled,
@@ -117,12 +121,12 @@ async def take_snapshot(
             stats,
             rejections,
             worker_ids,
-            *sink_hashes,
+            *rest,  # the sinks' hashes, then _read_alert_figures'
         ) = await pipe.execute()
 
     stats = _hash(stats)
     sources, extra_sinks = _sources_and_sinks(stats, config)
-    health = _health_pairs(sink_names, sink_hashes)
+    health = _health_pairs(sink_names, rest)
     health.update(await _removed_sinks_health(redis, keys, extra_sinks))
 
     workers = await _workers(redis, keys, worker_ids, now)
@@ -155,7 +159,49 @@ async def take_snapshot(
         redis_memory=memory,
         shed_memory_ratio=config.server.shed_memory_ratio,
         allow_redis_eviction=config.allow_redis_eviction,
+        alerts=_alert_figures(sources, rest[2 * len(sink_names) :]),  # fills `sources` in
     )
+
+
+def _read_alert_figures(pipe: Any, keys: Keys, config: RelayConfig, now_ms: int) -> None:
+    """SPEC 12: the alerts' states; per configured source its bad signatures within the
+    bad_signatures window and the last one (relay.ingress.guard writes them)."""
+    pipe.hgetall(alert_states(keys))
+    window_ms = int(config.alerts.auth_window_s * 1000)
+    for name in config.sources:
+        pipe.zcount(auth_failures(keys, name), now_ms - window_ms, "+inf")
+        pipe.zrevrange(auth_failures(keys, name), 0, 0)
+
+
+def _alert_figures(sources: list[SourceStatus], read: list[Any]) -> list[AlertStatus]:
+    """What _read_alert_figures read, into the sources (configured ones come first, in config
+    order, as it read them). Returns the alerts."""
+    states, auth = read[0], read[1:]
+    for source, count, last in zip(sources, auth[0::2], auth[1::2], strict=False):
+        source.auth_failures = int(count)
+        source.auth_failure_reason = _s(last[0]).split(":", 2)[-1] if last else None
+    return _alerts(_hash(states))
+
+
+def _alerts(states: dict[str, str]) -> list[AlertStatus]:
+    """What relay.alerts keeps per rule and subject: firing or not, since when, and why."""
+    alerts: list[AlertStatus] = []
+    for fieldname, blob in sorted(states.items()):
+        rule, _, subject = fieldname.partition(":")
+        try:
+            state = orjson.loads(blob)
+            alerts.append(
+                AlertStatus(
+                    rule,
+                    subject,
+                    firing=bool(state.get("firing")),
+                    since=_float(str(state.get("since") or "")),
+                    summary=str(state.get("summary") or ""),
+                )
+            )
+        except (orjson.JSONDecodeError, AttributeError):
+            continue  # one bad entry must not break the status page
+    return alerts
 
 
 async def _redis_now(redis: Any) -> float:

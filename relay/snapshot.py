@@ -90,6 +90,8 @@ class SourceStatus:
     inbound: dict[str, int] = field(default_factory=dict)  # outcome -> count
     events: dict[str, int] = field(default_factory=dict)  # event type -> count
     duplicates: int = 0  # semantic duplicates dropped by the worker
+    auth_failures: int = 0  # bad signatures / tokens within the bad_signatures window
+    auth_failure_reason: str | None = None  # the latest one's reason
 
     @property
     def stored(self) -> int:
@@ -149,6 +151,17 @@ class Rejection:
 
 
 @dataclass
+class AlertStatus:
+    """One alert's state (relay.alerts): per rule and subject (a sink, a source, `queue`...)."""
+
+    rule: str
+    subject: str
+    firing: bool
+    since: float | None  # when it started firing, or cleared
+    summary: str  # what the rule last said about it
+
+
+@dataclass
 class Snapshot:
     taken_at: float
     prefix: str
@@ -163,6 +176,12 @@ class Snapshot:
     redis_memory: MemoryState | None = None  # None: not read
     shed_memory_ratio: float = 0.9
     allow_redis_eviction: bool = False
+    alerts: list[AlertStatus] = field(default_factory=list)
+
+    @property
+    def firing(self) -> list[AlertStatus]:
+        """The alerts firing now."""
+        return [a for a in self.alerts if a.firing]
 
     @property
     def shedding(self) -> str | None:
@@ -218,6 +237,7 @@ class Snapshot:
                     "inbound": s.inbound,
                     "events": s.events,
                     "duplicates": s.duplicates,
+                    "auth_failures": s.auth_failures,
                 }
                 for s in self.sources
             },
@@ -231,6 +251,7 @@ class Snapshot:
             "degraded": bool(self.degraded_reasons),
             "degraded_reasons": self.degraded_reasons,
             "warnings": self.warnings,
+            "alerts": [dataclasses.asdict(a) for a in self.firing],
         }
 
     def _redis_dict(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def render(snapshot: Snapshot) -> Group:
     """The whole report: queue, sinks, sources, workers, recent rejections."""
     parts: list[Any] = [
         *_verdict(snapshot),
+        *([_alerts_table(snapshot)] if snapshot.firing else []),
         _redis_table(snapshot),
         _queue_table(snapshot),
         _sinks_table(snapshot),
@@ -43,6 +44,21 @@ def _verdict(snapshot: Snapshot) -> list[Text]:
     lines = [Text(f"DEGRADED: {reason}", style="bold red") for reason in snapshot.degraded_reasons]
     lines += [Text(f"warning: {warning}", style="yellow") for warning in snapshot.warnings]
     return lines
+
+
+def _alerts_table(snapshot: Snapshot) -> Table:
+    """What is firing now (relay.alerts), each with the figure and threshold it last saw."""
+    table = Table(title="Alerts firing", title_justify="left", title_style="bold red")
+    for column in ("rule", "subject", "since", "what"):
+        table.add_column(column, overflow="fold")
+    for alert in snapshot.firing:
+        table.add_row(
+            Text(alert.rule, style="bold red"),
+            Text(alert.subject),
+            ago(alert.since, snapshot.taken_at),
+            Text(alert.summary),
+        )
+    return table
 
 
 def _redis_table(snapshot: Snapshot) -> Table:

@@ -18,6 +18,7 @@ import orjson
 from arq import Retry
 from redis.exceptions import RedisError
 
+from relay.alerts_send import Evaluator
 from relay.attempt import Attempt
 from relay.clock import CLOCK
 from relay.config.model import LoadedConfig
@@ -168,6 +169,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if reconciler.settings:  # SPEC 11: only when some source has `reconcile:`
         ctx["reconciler"] = reconciler
         ctx["reconcile_task"] = asyncio.create_task(reconciler.run())
+    # SPEC 12: one worker at a time evaluates the alert rules (a lease), in a task of its own.
+    ctx["alerts"] = Evaluator(ctx["redis"], loaded, sinks, session, ctx["worker_id"]).start()
     log.info(
         "worker started",
         worker_id=ctx["worker_id"],
@@ -178,6 +181,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "alerts" in ctx:
+        await ctx["alerts"].stop()  # hands the alert lease on at once
     if "reconcile_task" in ctx:
         ctx["reconcile_task"].cancel()
         await asyncio.gather(ctx["reconcile_task"], return_exceptions=True)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from relay.config.alerts import UNKNOWN_RULE, AlertsConfig, alert_checks
 from relay.config.env import interpolate, path_str
 from relay.config.types import Duration, RetryConfig, SinkConfig, SourceConfig, Strict
 from relay.config.yaml_loader import line_of, load_yaml
@@ -87,6 +88,7 @@ class RelayConfig(BaseModel):
     dlq: DlqConfig = DlqConfig()
     log: LogConfig = LogConfig()
     retry: RetryConfig = RetryConfig()
+    alerts: AlertsConfig = AlertsConfig()  # SPEC 12: relay.config.alerts
     sources: dict[str, _sources_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
     sinks: dict[str, _sinks_union()] = Field(default_factory=dict)  # type: ignore[valid-type]
 
@@ -141,7 +143,8 @@ def _loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 def _message(error: Mapping[str, Any]) -> str:
     kind, msg = error["type"], str(error["msg"])
     if kind == "extra_forbidden":
-        return "unknown key"
+        a_rule = len(error["loc"]) == 2 and error["loc"][0] == "alerts"  # alerts.<rule>
+        return UNKNOWN_RULE if a_rule else "unknown key"
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
@@ -293,6 +296,7 @@ def _cross_checks(config: RelayConfig) -> list[tuple[str, str]]:
                     (f"sinks.{name}.sources[{index}]", f"unknown source {source!r}{hint}")
                 )
         errors.extend(_event_checks(name, sink))
+    errors.extend(alert_checks(config))
     return errors
 
 

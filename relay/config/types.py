@@ -132,6 +132,17 @@ def _rate_limit(value: Any) -> Any:
 RateLimitValue = Annotated[RateLimit, BeforeValidator(_rate_limit)]
 
 
+def _duration_or_off(value: Any) -> float | None:
+    """A duration, or None for `off` / false / 0 (the feature is switched off)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip() == "off"):
+        return None
+    seconds = parse_duration(value)
+    return seconds or None
+
+
+DurationOrOff = Annotated[float | None, BeforeValidator(_duration_or_off)]
+
+
 class SinkConfig(Strict):
     """Keys every sink accepts, whatever its type."""
 
@@ -148,6 +159,9 @@ class SinkConfig(Strict):
     # A stale event (SPEC 11): `deliver` it with `"stale": true`, or `drop` it (logged as
     # `dropped`). None: deliver for http (the receiver sees the flag), drop for the others.
     stale: Literal["deliver", "drop"] | None = None
+    # SPEC 12: this long of failures with no success pauses the sink (relay.alerts; held, not
+    # lost; resume is manual). None (`off` or 0): never paused automatically.
+    pause_after: DurationOrOff = 5 * 86400.0
 
     def drops_stale(self) -> bool:
         return self.stale == "drop" or (self.stale is None and self.type != "http")

@@ -90,7 +90,25 @@ class SnapshotCollector:
         self.snapshot = snapshot
 
     def collect(self) -> list[Metric]:
-        return [*self._queue(), *self._inbound(), *self._sinks(), *self._workers(), *self._redis()]
+        return [
+            *self._queue(),
+            *self._inbound(),
+            *self._sinks(),
+            *self._workers(),
+            *self._redis(),
+            self._alerts(),
+        ]
+
+    def _alerts(self) -> Metric:
+        """SPEC 12: every alert relay.alerts keeps a state for, 1 while it fires."""
+        firing = GaugeMetricFamily(
+            "relay_alerts_firing",
+            "1 while the alert (rule, subject) fires, else 0 (relay.alerts).",
+            labels=["rule", "subject"],
+        )
+        for alert in self.snapshot.alerts:
+            firing.add_metric([alert.rule, alert.subject], int(alert.firing))
+        return firing
 
     def _queue(self) -> list[Metric]:
         snap = self.snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,16 @@ import orjson
 from aiohttp import web
 
 from relay import clock
-from relay.keys import REJECTIONS_CAP, UNKNOWN_SOURCE, Keys, inbound_stat
+from relay.keys import (
+    AUTH_ERRORS,
+    AUTH_FAILURES_CAP,
+    AUTH_FAILURES_TTL_S,
+    REJECTIONS_CAP,
+    UNKNOWN_SOURCE,
+    Keys,
+    auth_failures,
+    inbound_stat,
+)
 from relay.logs import get_logger
 
 if TYPE_CHECKING:
@@ -100,8 +110,9 @@ class RejectionLog:
             client_ip=client,
             **extra,
         )
+        at = clock.now()
         entry = {
-            "at": clock.now(),
+            "at": at,
             "source": source[:64],
             "status": status,
             "error": error,
@@ -110,21 +121,39 @@ class RejectionLog:
         }
         if pending:
             entry["id"] = pending.id  # the kept request: `relay rejections show ID`
+        auth = (name, at, reason) if known and error in AUTH_ERRORS else None
         try:
-            await self._write(orjson.dumps(entry), inbound_stat(name, error), pending)
+            await self._write(orjson.dumps(entry), inbound_stat(name, error), pending, auth)
         except Exception as exc:  # noqa: BLE001 - the answer stands even if Redis is down
             log.warning("could not record rejection", error=str(exc))
 
-    async def _write(self, entry: bytes, stat: str, pending: PendingKeep | None) -> None:
+    async def _write(
+        self,
+        entry: bytes,
+        stat: str,
+        pending: PendingKeep | None,
+        auth: tuple[str, float, str] | None = None,
+    ) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.lpush(self.keys.rejections, entry)
             pipe.ltrim(self.keys.rejections, 0, REJECTIONS_CAP - 1)
             pipe.hincrby(self.keys.stats, stat, 1)
             if self.keeper and pending:
                 self.keeper.queue(pipe, pending)  # the request itself, in the same round trip
+            if auth:
+                self._count_auth_failure(pipe, *auth)
             results = await pipe.execute(raise_on_error=False)
         errors = [result for result in results[:3] if isinstance(result, Exception)]
         if errors:
             raise errors[0]
         if self.keeper and pending:
             await self.keeper.settle(pending, results[3])
+
+    def _count_auth_failure(self, pipe: Any, source: str, at: float, reason: str) -> None:
+        """A bad signature or token, in the source's window the bad_signatures alert counts
+        (relay.alerts), with its reason: the newest AUTH_FAILURES_CAP of the last hour."""
+        key, at_ms = auth_failures(self.keys, source), int(at * 1000)
+        pipe.zadd(key, {f"{at_ms}:{secrets.token_hex(4)}:{reason[:120]}": at_ms})
+        pipe.zremrangebyscore(key, "-inf", at_ms - AUTH_FAILURES_TTL_S * 1000)
+        pipe.zremrangebyrank(key, 0, -AUTH_FAILURES_CAP - 1)
+        pipe.expire(key, AUTH_FAILURES_TTL_S)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -36,6 +37,7 @@ from yarl import URL
 from relay import __version__
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
+from relay.keys import ALERT_TYPE
 from relay.sinks import render
 from relay.sinks.base import (
     USER_AGENT,
@@ -186,11 +188,62 @@ class DiscordSink(PostSink):
         return payload
 
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
+        alert = event.type == ALERT_TYPE  # an operational alert (relay.alerts_send)
+        payload = self.alert_payload(event.body) if alert else self.payload(event.body)
         return OutboundRequest(
             url=self.url,
-            body=orjson.dumps(self.payload(event.body), default=str),
+            body=orjson.dumps(payload, default=str),
             headers={"Content-Type": "application/json", "User-Agent": self.user_agent},
         )
+
+    def alert_payload(self, alert: dict[str, Any]) -> dict[str, Any]:
+        """An alert (SPEC 12): a line with the rule, the subject and the figure, and an embed
+        with the threshold, the last error and what to do. Every text is escaped and no one is
+        pinged; the suggested commands are inline code."""
+        state = "firing" if alert.get("state") == "firing" else "resolved"
+        if alert.get("reminder") and state == "firing":
+            state = "reminder"
+        line = f"{_ALERT_MARKS[state]} · {alert.get('rule')} · {alert.get('subject')}: "
+        line += f"{alert.get('figure')} (threshold {alert.get('threshold')})"
+        fields = [
+            ("Rule", str(alert.get("rule")), True),
+            ("Subject", f"{alert.get('subject_kind')} {alert.get('subject')}", True),
+            ("Threshold", str(alert.get("threshold")), True),
+            ("Figure", str(alert.get("figure")), False),
+        ]
+        if alert.get("last_error"):
+            fields.append((str(alert.get("error_label")), str(alert["last_error"]), False))
+        commands = [f"`{c}`" for c in alert.get("commands") or [] if "`" not in c]
+        description = escape(str(alert.get("action") or "")) + "".join(f"\n{c}" for c in commands)
+        embed: dict[str, Any] = {
+            "title": render.truncate(_safe(str(alert.get("summary"))), TITLE_MAX),
+            "color": _ALERT_COLORS[state],
+            "author": {"name": render.truncate(f"{self.config.project} · payrelay", AUTHOR_MAX)},
+            "fields": [
+                {"name": name, "value": render.truncate(_safe(value), FIELD_VALUE_MAX), "inline": i}
+                for name, value, i in fields
+            ],
+            "footer": {"text": str(alert.get("id"))},
+        }
+        if description:
+            embed["description"] = render.truncate(
+                render.neutralise_mentions(description), DESCRIPTION_MAX
+            )
+        since = _unix(alert.get("since"))
+        if since is not None:
+            embed["fields"].insert(3, {"name": "Since", "value": f"<t:{since}:R>", "inline": True})
+        if isinstance(alert.get("at"), str) and _ISO.match(alert["at"]):
+            embed["timestamp"] = alert["at"]
+        payload: dict[str, Any] = {
+            "allowed_mentions": {"parse": []},
+            "content": render.truncate(_safe(line), CONTENT_MAX),
+            "embeds": [fit_embed(embed)],
+        }
+        if self.config.username:
+            payload["username"] = self.config.username
+        if self.config.avatar_url:
+            payload["avatar_url"] = self.config.avatar_url
+        return payload
 
     # --- the answer -------------------------------------------------------------------------
 
@@ -199,6 +252,20 @@ class DiscordSink(PostSink):
 
 
 _CODES = ("Payment ID", "Transaction", "Reference")
+_ALERT_MARKS = {"firing": "🔴 ALERT", "reminder": "🔁 STILL FIRING", "resolved": "✅ RESOLVED"}
+_ALERT_COLORS = {"firing": 0xED4245, "reminder": 0xE67E22, "resolved": 0x57F287}
+
+
+def _safe(text: str) -> str:
+    """Alert text shown literally: markdown escaped, mentions neutralised."""
+    return render.neutralise_mentions(escape(text))
+
+
+def _unix(moment: Any) -> int | None:
+    try:
+        return int(datetime.fromisoformat(str(moment)).timestamp())
+    except ValueError:
+        return None
 
 
 def _field_value(name: str, value: str) -> str:

@@ -14,6 +14,10 @@ Answers: 2xx delivered; 3xx permanent (redirects are not followed: fix the URL);
 429 and 5xx retried (never sooner than `Retry-After`; a 429 waits without using an attempt);
 404 and 410 permanent with the endpoint flagged as gone; any other 4xx permanent.
 
+An operational alert (SPEC 12, relay.alerts_send) named in `alerts.to` is sent the same way:
+its JSON (`"type": "relay.alert"`) is the body, signed alike, `webhook-id` the alert's id (the
+same on every retry of it).
+
 A secret is `whsec_` + base64 of 24 to 64 random bytes, e.g.
 `python -c "import base64,os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())"`.
 """

@@ -28,6 +28,7 @@ from pydantic import BeforeValidator
 
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
+from relay.keys import ALERT_TYPE
 from relay.sinks import render
 from relay.sinks.base import (
     USER_AGENT,
@@ -121,14 +122,69 @@ class SlackSink(PostSink):
         return payload
 
     def render(self, event: StoredEvent, attempt: int) -> OutboundRequest:
+        alert = event.type == ALERT_TYPE  # an operational alert (relay.alerts_send)
+        payload = alert_payload(event.body) if alert else self.payload(event.body)
         return OutboundRequest(
             url=self.config.url,
-            body=orjson.dumps(self.payload(event.body), default=str),
+            body=orjson.dumps(payload, default=str),
             headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT},
         )
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         return classify_slack(status, headers, body)
+
+
+_ALERT_MARKS = {"firing": ":red_circle: ALERT", "resolved": ":white_check_mark: RESOLVED"}
+
+
+def _text(value: Any, limit: int = SECTION_TEXT_MAX) -> str:
+    return _cut(render.neutralise_mentions(escape(str(value or ""))), limit)
+
+
+def alert_payload(alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert (SPEC 12): `text` with the rule, the subject and the figure; blocks with the
+    summary, the threshold, the last error and what to do. Every text is escaped."""
+    firing = alert.get("state") == "firing"
+    mark = ":repeat: STILL FIRING" if firing and alert.get("reminder") else None
+    mark = mark or _ALERT_MARKS["firing" if firing else "resolved"]
+    line = f"{alert.get('rule')} · {alert.get('subject')}: {alert.get('figure')}"
+    line += f" (threshold {alert.get('threshold')})"
+    fields = [
+        ("Rule", alert.get("rule")),
+        ("Subject", f"{alert.get('subject_kind')} {alert.get('subject')}"),
+        ("Threshold", alert.get("threshold")),
+        ("Since", alert.get("since")),
+    ]
+    if alert.get("last_error"):
+        fields.append((str(alert.get("error_label")), alert["last_error"]))
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"{mark} *{_text(alert.get('summary'), 1000)}*\n{_text(alert.get('figure'))}",
+            },
+        },
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*{name}*\n" + _text(value, FIELD_TEXT_MAX - 40)}
+                for name, value in fields
+            ],
+        },
+    ]
+    commands = [f"`{_text(c, 200)}`" for c in alert.get("commands") or [] if "`" not in c]
+    if alert.get("action") or commands:
+        todo = "\n".join([_text(alert.get("action"), 2000), *commands]).strip()
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": todo}})
+    context = {"type": "mrkdwn", "text": f"payrelay · `{_text(alert.get('id'), 100)}`"}
+    blocks.append({"type": "context", "elements": [context]})
+    return {
+        "text": _cut(f"{mark} " + render.neutralise_mentions(escape(line)), TEXT_MAX),
+        "blocks": blocks,
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
 
 
 def classify_slack(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
