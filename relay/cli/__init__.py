@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    parser.set_defaults(root_parser=parser)  # `relay completion` walks it (no import cycle)
     return parser
 
 

@@ -40,9 +40,7 @@ def add_parser(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from relay.cli import build_parser
-
-    script = bash_script(build_parser())
+    script = bash_script(args.root_parser)
     sys.stdout.write(_ZSH.format(bash=script) if args.shell == "zsh" else script)
     return 0
 
