@@ -1,8 +1,9 @@
 """`python -m bench [PART ...] [--quick] [--soak-minutes M]`
 
-Parts: ingress, e2e, memory, soak (default: all of them, then the report). Each part saves its
-figures to bench/results/<part>.json; the report (docs/benchmarks.md, docs/benchmarks.png) is
-rewritten from whatever results exist after every run, so one part can be rerun alone.
+Parts: ingress, e2e, memory, soak, log (what the event log costs) (default: all of them, then
+the report). Each part saves its figures to bench/results/<part>.json; the report
+(docs/benchmarks.md, docs/benchmarks.png) is rewritten from whatever results exist after every
+run, so one part can be rerun alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 
 from bench.common import RESULTS_DIR, log, machine
 
-PARTS = ("ingress", "e2e", "memory", "soak")
+PARTS = ("ingress", "e2e", "memory", "soak", "log")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
                 from bench import memory
 
                 memory.run(args.quick)
+            elif part == "log":
+                from bench import log_cost
+
+                log_cost.run(args.quick)
             elif part == "soak":
                 from bench import soak
 

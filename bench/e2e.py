@@ -15,11 +15,13 @@ import asyncio
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import redis as redis_sync
+import yaml
 
 from bench.common import (
     HOST,
@@ -31,7 +33,6 @@ from bench.common import (
     Procs,
     RssSampler,
     cpu_seconds,
-    free_port,
     log,
     redis_server,
     save_result,
@@ -39,9 +40,14 @@ from bench.common import (
     start_ingress,
     start_sink_server,
     start_worker,
+    wait_http,
     workspace,
     write_config,
 )
+from relay.embedded import free_port
+
+# A request maker: (seq, send time ns or None) -> (body, headers), as bench.common.REQUESTS.
+MakeRequest = Callable[[int, int | None], tuple[bytes, dict[str, str]]]
 
 SINKS = ("http", "discord", "slack")
 N_EVENTS = 5000
@@ -50,9 +56,14 @@ RATE_SECONDS = 12
 
 
 async def _preload(
-    base: str, n: int, seq_base: int, source: str = "ivpay", concurrency: int = 50
+    base: str,
+    n: int,
+    seq_base: int,
+    source: str = "ivpay",
+    concurrency: int = 50,
+    make: MakeRequest | None = None,
 ) -> int:
-    make = REQUESTS[source]
+    make = make or REQUESTS[source]
     url = f"{base}/hooks/{source}"
     ok = 0
     sem = asyncio.Semaphore(concurrency)
@@ -60,7 +71,7 @@ async def _preload(
 
         async def one(i: int) -> None:
             nonlocal ok
-            body, headers = make(seq_base + i)
+            body, headers = make(seq_base + i, None)
             async with sem:
                 for _ in range(5):  # bounded
                     async with s.post(url, data=body, headers=headers) as resp:
@@ -74,8 +85,10 @@ async def _preload(
     return ok
 
 
-def preload(base: str, n: int, seq_base: int, source: str = "ivpay") -> int:
-    return asyncio.run(_preload(base, n, seq_base, source))
+def preload(
+    base: str, n: int, seq_base: int, source: str = "ivpay", make: MakeRequest | None = None
+) -> int:
+    return asyncio.run(_preload(base, n, seq_base, source, make=make))
 
 
 def delivered(r: redis_sync.Redis) -> dict[str, int]:
@@ -133,7 +146,11 @@ def sink_post(port: int, path: str) -> None:
 
 
 class Rig:
-    """Redis + fake sinks + ingress, for e2e and memory."""
+    """Redis + fake sinks + ingress, for e2e and memory.
+
+    `sinks_cmd` is the fake sink server to run, less its `--port N` (default bench.sinks_server;
+    bench.log_cost runs one with Discord-sized answers); `wrap`, when given, is the command prefix that stands for `relay` for a process
+    of that name (bench.log_cost counts a process's Redis round trips through a shim)."""
 
     def __init__(
         self,
@@ -143,33 +160,63 @@ class Rig:
         concurrency: int | None = None,
         log_level: str = "INFO",
         retry: dict[str, Any] | None = None,
+        sinks_cmd: list[str] | None = None,
+        wrap: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.tmp, self.procs, self.redis_url = tmp, procs, redis_url
+        self.wrap = wrap
         self.sink_port = free_port()
-        self.sinks_proc = start_sink_server(procs, self.sink_port)
+        if sinks_cmd is None:
+            self.sinks_proc = start_sink_server(procs, self.sink_port)
+        else:
+            self.sinks_proc = procs.start("sinks", [*sinks_cmd, "--port", str(self.sink_port)])
+            wait_http(self.sink_port, "/stats", proc=self.sinks_proc)
         sinks, self.notes = sink_configs(self.sink_port, retry)
         self.config = write_config(tmp, redis_url, sinks, concurrency=concurrency)
         self.web_port = free_port()
         self.log_level = log_level
-        self.web = start_ingress(procs, self.config, self.web_port, log_level=log_level)
+        self.web = self.start_ingress(self.config, self.web_port, "web")
         self.base = f"http://{HOST}:{self.web_port}"
         self.r = redis_sync.Redis.from_url(redis_url)
         self.redis_pid = int(self.r.info("server")["process_id"])
+
+    def variant(self, name: str, **sections: Any) -> Path:
+        """A copy of the config with top-level sections replaced, e.g. log={"enabled": False}."""
+        raw = yaml.safe_load(self.config.read_text())
+        raw.update(sections)
+        path = self.tmp / f"relay-{name}.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        return path
+
+    def start_ingress(self, config: Path, port: int, name: str) -> Any:
+        if self.wrap is None:
+            return start_ingress(self.procs, config, port, name=name, log_level=self.log_level)
+        args = ["serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+        proc = self.procs.start(name, [*self.wrap(name), *args], env={"LOG_LEVEL": self.log_level})
+        wait_http(port, "/healthz", proc=proc)
+        return proc
 
     def reset(self) -> None:
         self.r.flushall()
         sink_post(self.sink_port, "/reset")
 
-    def workers(self, k: int, log_level: str | None = None) -> list[Any]:
-        return [
-            start_worker(
-                self.procs,
-                self.config,
-                name=f"worker{i + 1}-{time.time_ns()}",
-                log_level=log_level or self.log_level,
-            )
-            for i in range(k)
-        ]
+    def workers(
+        self, k: int, log_level: str | None = None, config: Path | None = None
+    ) -> list[Any]:
+        out = []
+        for i in range(k):
+            name = f"worker{i + 1}-{time.time_ns()}"
+            level = log_level or self.log_level
+            if self.wrap is None:
+                out.append(
+                    start_worker(self.procs, config or self.config, name=name, log_level=level)
+                )
+            else:
+                args = ["worker", "--config", str(config or self.config)]
+                out.append(
+                    self.procs.start(name, [*self.wrap(name), *args], env={"LOG_LEVEL": level})
+                )
+        return out
 
     def stop(self, procs_: list[Any]) -> None:
         for p in procs_:
@@ -186,14 +233,16 @@ def throughput(
     seq_base: int,
     log_level: str | None = None,
     label: str = "",
+    config: Path | None = None,
+    make: MakeRequest | None = None,
 ) -> dict[str, Any]:
     rig.reset()
     t0 = time.monotonic()
-    ok = preload(rig.base, n, seq_base)
+    ok = preload(rig.base, n, seq_base, make=make)
     preload_s = time.monotonic() - t0
     queued = rig.r.zcard(f"{PREFIX}:queue")
     spawn = time.monotonic()
-    workers = rig.workers(k, log_level)
+    workers = rig.workers(k, log_level, config)
     if sampler:
         for i, w in enumerate(workers):
             sampler.watch(f"worker (of {k}) #{i + 1}", w.pid)

@@ -138,7 +138,7 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
     w(
         "```sh\n.venv/bin/pip install -e '.[bench]'   # matplotlib; py-spy for the profile\n"
         ".venv/bin/python -m bench                # everything, < 10 min; writes this file\n"
-        ".venv/bin/python -m bench ingress        # one part: ingress | e2e | memory | soak | report\n"
+        ".venv/bin/python -m bench ingress        # one part: ingress | e2e | memory | soak | log | report\n"
         ".venv/bin/python -m bench.soak --minutes 3\n```\n"
     )
     w(
@@ -425,6 +425,9 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
             )
         w("")
 
+    if results.get("log"):
+        _log_section(w, results["log"], m)
+
     if ing and ing.get("profile") and "by_part_self_pct" in ing["profile"]:
         p = ing["profile"]
         w("## Profile: where the ingress's CPU goes\n")
@@ -676,3 +679,444 @@ def _profile_tables(w: Any, p: dict[str, Any]) -> None:
         + "; ".join(f"`{k}` {v}%" for k, v in p["top_leaf_frames_pct"][:10])
         + ".\n"
     )
+
+
+# --- 5. The event log (bench/log_cost.py, bench/results/log.json) --------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}%"
+
+
+def _mib(value: float) -> str:
+    return f"{value / 1024:,.2f} GiB" if value >= 1024 else f"{value:,.1f} MiB"
+
+
+def _plain_on(lc: dict[str, Any]) -> dict[str, Any] | None:
+    """The first log-on memory run with the bench's answers (not a what-if)."""
+    return next(
+        (
+            r
+            for r in lc.get("memory_runs", [])
+            if r["mode"] == "on" and r["discord_answers"] == "bench" and not r.get("what_if")
+        ),
+        None,
+    )
+
+
+def _log_section(w: Any, lc: dict[str, Any], m: dict[str, Any]) -> None:
+    w("## 5. The event log\n")
+    w(
+        f"`python -m bench log` (bench/log_cost.py{', --quick' if lc.get('quick') else ''}): "
+        "the same runs with the event log on (the default) and with `log: {enabled: false}`, "
+        f"in one Redis ({m.get('redis_server', '?').split(' sha=')[0]}), FLUSHALL between runs, "
+        "log off and on alternating. A run: the IVPAY `PAID` webhook of section 1 (its "
+        "transaction hash made unique per event: the stock one repeats one hash, which would "
+        "put every event into a single lookup set) through `relay serve` and one `relay worker` "
+        "to three sinks (http, discord, slack), one attempt each, until the stats hash counts "
+        "every delivery. Code measured: "
+        f"{lc.get('work_tree') or m.get('git')}.\n"
+    )
+    w(
+        "Machine load average (1, 5, 15 min): "
+        f"{lc.get('load_before')} before the memory runs, {lc.get('load_after_memory')} after "
+        f"them; {lc.get('load_before_speed')} before the speed runs, {lc.get('load_after')} "
+        "after them. Each run also gives the CPUs' worth of work done meanwhile by processes "
+        "the benchmark did not start (other test suites on this shared box).\n"
+    )
+    for note in lc.get("notes", []):
+        w(f"- {note}")
+    if lc.get("memory_runs"):
+        _log_bytes(w, lc)
+    if lc.get("rejected"):
+        _log_rejected(w, lc["rejected"])
+    if lc.get("retention"):
+        _log_retention(w, lc)
+    if lc.get("speed") and lc.get("speed_summary"):
+        _log_speed(w, lc)
+    if lc.get("round_trips"):
+        _log_trips(w, lc)
+    if _plain_on(lc):
+        _log_findings(w, lc)
+
+
+def _log_bytes(w: Any, lc: dict[str, Any]) -> None:
+    per_event = lc["log_bytes_per_event"]
+    aim = lc["targets"]["bytes_per_event"]
+    w("### Redis bytes per event\n")
+    w(
+        f"{lc['n']} events per run. `used_memory` (INFO memory) after the run minus before, / "
+        "events, both read 3 s after the last command with the slow log emptied; the figure "
+        "used below leaves out what sits in client and AOF buffers (`mem_clients_normal`, "
+        "`mem_aof_buffer`: the ingress's connections' query buffers swing by hundreds of KB "
+        "whatever the log does). Redis's per-command latency histograms (`latency-tracking`, "
+        "~22 KB per command name on its first call, freed only by CONFIG RESETSTAT) are off for "
+        "these runs: they added up to 0.7 MB to one side of a delta. The baseline already "
+        "holds the counters, health and latency keys and the scripts (a 20-event warm-up "
+        "whose events are deleted).\n"
+    )
+    w(
+        "| run | log | Discord answers | events | used_memory / event | less client + AOF "
+        "buffers | keys / event | other CPUs busy |"
+    )
+    w("|---|---|---|---|---|---|---|---|")
+    for i, r in enumerate(lc["memory_runs"]):
+        answers = "message object" if r["discord_answers"] == "message" else "bench's 30 bytes"
+        mode = r["mode"]
+        if r.get("what_if"):
+            mode += " (what-if: " + ", ".join(f"`{k} {v}`" for k, v in r["what_if"].items()) + ")"
+        w(
+            f"| {i + 1} | {mode} | {answers} | {r['events']} | {_f(r['bytes_per_event'])} | "
+            f"{_f(r['bytes_per_event_less_buffers'])} | {r['keys_per_event']} | "
+            f"{_f(r.get('other_cpus'), 2)} |"
+        )
+    w("")
+    w(
+        f"**The log costs {_f(per_event)} bytes of Redis per event** (log on minus log off, "
+        f"means of the runs above, less buffers; raw used_memory "
+        f"{_f(lc.get('log_bytes_per_event_raw_used_memory'))}), "
+        f"**{_f(lc['log_bytes_per_event_discord_message'])}** when Discord answers with the "
+        f"message object it really returns to `?wait=true`. Aim: under {_f(aim)} bytes: "
+        f"{_ok(lc['targets'].get('met_bytes'))} (with Discord-sized answers: "
+        f"{_ok(lc['targets'].get('met_bytes_discord_message'))}).\n"
+    )
+    on = _plain_on(lc)
+    if not on or not on.get("log"):
+        return
+    lg = on["log"]
+    w(
+        f"Where it goes: MEMORY USAGE (every nested value sampled) of each `<prefix>:log:*` key "
+        f"after run {lc['memory_runs'].index(on) + 1}, / {on['events']} events:\n"
+    )
+    w("| key | keys per event | bytes per key | bytes per event | share | encoding | TTL s |")
+    w("|---|---|---|---|---|---|---|")
+    for name, k in lg["by_kind"].items():
+        w(
+            f"| {name} | {k['keys'] / max(on['events'], 1):.2f} | {_f(k['bytes_per_key'])} | "
+            f"{_f(k['bytes_per_event'])} | {100 * k['bytes_per_event'] / max(per_event, 1):.0f}% "
+            f"| {k['encoding']} | {k['ttl_s']} |"
+        )
+    rest = per_event - lg["bytes_per_event"]
+    w(
+        "| not in MEMORY USAGE: each key's entry in the expiry table, hash-table buckets "
+        f"(the difference) | | | {_f(rest)} | {100 * rest / max(per_event, 1):.0f}% | | |"
+    )
+    w(f"| **total** | | | **{_f(per_event)}** | 100% | | |")
+    w("")
+    if lc.get("log_hashtable_bytes_per_event") is not None:
+        w(
+            "MEMORY STATS for the same runs: the keyspace's and the expiry table's hash tables "
+            f"(buckets and entries) grew by {_f(lc['log_hashtable_bytes_per_event'])} bytes per "
+            "event more with the log on (the keyspace's entry of each key is in MEMORY USAGE "
+            "too; the expiry table's is not).\n"
+        )
+    samples: dict[str, dict[str, Any]] = {}
+    for r in lc["memory_runs"]:
+        if r.get("log", {}).get("sample_hash") and not r.get("what_if"):
+            samples.setdefault(r["discord_answers"], r["log"]["sample_hash"])
+    if samples:
+        cols = list(samples)
+        label = {"bench": "bench's answers", "message": "Discord message object"}
+        fields = sorted({f for h in samples.values() for f in h["value_bytes"]})
+        w("One event hash, bytes of each field's value:\n")
+        w("| field | " + " | ".join(label.get(c, c) for c in cols) + " |")
+        w("|---|" + "---|" * len(cols))
+        for f in fields:
+            w(
+                f"| `{f}` | "
+                + " | ".join(str(samples[c]["value_bytes"].get(f, "–")) for c in cols)
+                + " |"
+            )
+        w(
+            "| values / field names / MEMORY USAGE of the hash | "
+            + " | ".join(
+                f"{samples[c]['value_bytes_total']} / {samples[c]['field_name_bytes_total']} / "
+                f"**{samples[c]['memory_usage']}**"
+                for c in cols
+            )
+            + " |"
+        )
+        w("")
+        first = next(iter(samples.values()))
+        w(
+            "`e` is the event JSON (the normalized payment and the provider's payload `data`); "
+            "`a:<sink>:<round>:<n>` an attempt record with the answer's first bytes (at most "
+            "512). The fake sink server answers http with an empty body, slack with `ok`, "
+            'discord with `{"id": "1", "channel_id": "1"}` (30 bytes); a real Discord webhook '
+            "with `?wait=true` answers the whole message object, embeds included, of which the "
+            "record keeps 512 bytes (the second column: bench/log_cost.py's sink server "
+            "answering what Discord does). The hash is a "
+            f"`{first['encoding']}`: Redis keeps a hash as a compact listpack only while every "
+            f"value is at most `hash-max-listpack-value` ({first['hash_max_listpack_value']}) "
+            "bytes, and the event JSON is over it.\n"
+        )
+    wi = lc.get("what_if")
+    if wi:
+        cfg = ", ".join(f"`{k} {v}`" for k, v in wi["redis_config"].items())
+        w(
+            f"What-if (a Redis server setting, not the default; the last run above): with {cfg} "
+            f"the event hash is a `{wi['encoding']}` of {_f(wi['event_hash_bytes'])} bytes and "
+            f"the log costs {_f(wi['log_bytes_per_event'])} bytes per event.\n"
+        )
+
+
+def _log_rejected(w: Any, rj: dict[str, Any]) -> None:
+    kept = rj["runs"]["kept"]
+    w("### Bytes per rejected request\n")
+    w(
+        f"{kept['requests']} requests to the hmac source with a wrong signature "
+        f"({rj['body_bytes']}-byte JSON bodies; every one answered 401), first to the ingress "
+        "with the default `log` settings (rejected requests kept), then to a second ingress "
+        "with `log.rejected_max_bytes: 0` (nothing kept; the capped `rejections` list and the "
+        "counters are written either way, and the list was full before).\n"
+    )
+    w(
+        "| ingress | used_memory / request | less client + AOF buffers | Redis commands / request "
+        "| round trips / request | other CPUs busy |"
+    )
+    w("|---|---|---|---|---|---|")
+    for label, r in rj["runs"].items():
+        w(
+            f"| {label} | {_f(r['bytes_per_request'])} | "
+            f"{_f(r.get('bytes_per_request_less_buffers'))} | {r['commands_per_request']} | "
+            f"{r['round_trips_per_request']} | {_f(r.get('other_cpus'), 2)} |"
+        )
+    w("")
+    w(
+        "**A kept rejected request costs "
+        f"{_f(rj.get('bytes_per_kept_request_less_buffers'))} bytes** (kept minus not kept, "
+        f"less buffers; raw used_memory {_f(rj['bytes_per_kept_request'])}). MEMORY USAGE of "
+        f"`<prefix>:rej` ({kept['rej_encoding']}, {kept['kept']} entries, TTL "
+        f"{kept['rej_ttl_s']} s) and `<prefix>:rej:index`: {_f(kept['rej_memory_usage'])} + "
+        f"{_f(kept['rej_index_memory_usage'])} bytes, {_f(kept['rej_bytes_per_request'])} per "
+        f"request, for a msgpack entry of {_f(kept['entry_bytes'])} bytes (body, headers but "
+        "the secret ones, the answer given). `log.rejected_max_bytes` counts the entries' "
+        f"bytes: the default 16 MiB holds ~{16 * 2**20 / kept['entry_bytes']:,.0f} such "
+        f"requests, ~{16 * kept['rej_bytes_per_request'] / kept['entry_bytes']:,.1f} MiB of "
+        "Redis.\n"
+    )
+
+
+def _log_retention(w: Any, lc: dict[str, Any]) -> None:
+    w("### What `log.retention` costs\n")
+    w(
+        "The log's bytes per event above times the events kept (every log key expires "
+        "`log.retention` after its event was accepted; the dedupe keys of section 3, 72 h, and "
+        "the payment state come on top, log on or off):\n"
+    )
+    w(
+        "| events/day | retention | events kept | Redis (bench's answers) | Redis (Discord-sized "
+        "answers) |"
+    )
+    w("|---|---|---|---|---|")
+    for a, b in zip(lc["retention"], lc["retention_discord_message"], strict=True):
+        w(
+            f"| {a['events_per_day']:,} | {a['days']} d | {a['events']:,} | {_mib(a['mib'])} | "
+            f"{_mib(b['mib'])} |"
+        )
+    w("")
+
+
+def _log_rates(sp: dict[str, Any]) -> str:
+    return "/".join(f"{r:g}" for r in sorted({row["rate"] for row in sp["latency"]})) or "–"
+
+
+def _log_speed(w: Any, lc: dict[str, Any]) -> None:
+    sp, ss = lc["speed"], lc["speed_summary"]
+    rate = _log_rates(sp)
+    w("### Speed, log on and off\n")
+    w(
+        f"Section 2's runs, in the order {', '.join(sp['order'])}: "
+        f"{sp['throughput'][0]['events']} events pre-loaded, one worker started, timed until "
+        f"every delivery is counted; then {rate} events/s for {sp['latency'][0]['seconds']} s "
+        "(the load client's stock payload) to a fresh worker, with the receipt-to-delivery "
+        "latency the fake sink server measures. Worker CPU per event is the steadier figure "
+        "on a shared box. The absolute figures are not comparable with section 2's (another "
+        "day, another commit): compare log on with log off within these tables.\n"
+    )
+    w(
+        "| run | log | events/s | worker CPU ms/event | redis-server CPU ms/event | Redis "
+        "commands per event (worker) | other CPUs busy |"
+    )
+    w("|---|---|---|---|---|---|---|")
+    for i, t in enumerate(sp["throughput"]):
+        w(
+            f"| {i + 1} | {t['mode']} | {_f(t['events_per_s'])} | "
+            f"{_f(t['worker_cpu_ms_per_event'], 2)} | {_f(t.get('redis_cpu_ms_per_event'), 3)} | "
+            f"{t['redis_commands_per_event']} | {_f(t.get('other_cpus'), 2)} |"
+        )
+    w("")
+    w("| run | log | sink | n | p50 ms | p90 ms | p99 ms | max ms | other CPUs busy |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for i, row in enumerate(sp["latency"]):
+        for sink in SINKS:
+            lat = row["sinks"][sink].get("latency", {})
+            w(
+                f"| {i + 1} | {row['mode']} | {sink} | {lat.get('n')} | "
+                f"{_f(lat.get('p50_ms'), 1)} | {_f(lat.get('p90_ms'), 1)} | "
+                f"{_f(lat.get('p99_ms'), 1)} | {_f(lat.get('max_ms'), 1)} | "
+                f"{_f(row.get('other_cpus'), 2)} |"
+            )
+    w("")
+    w(
+        "| figure | log on (median of runs) | log off (median) | on vs off, median of the "
+        "pairs | each pair (other CPUs busy) | quiet pairs only |"
+    )
+    w("|---|---|---|---|---|---|")
+    for key, label, digits in (
+        ("events_per_s", "events/s, 1 worker", 0),
+        ("worker_cpu_ms_per_event", "worker CPU ms per event", 3),
+        ("redis_cpu_ms_per_event", "redis-server CPU ms per event", 3),
+        ("redis_commands_per_event", "Redis commands per event (worker)", 1),
+        ("p50_ms", f"p50 ms at {rate}/s (worst sink)", 1),
+        ("p99_ms", f"p99 ms at {rate}/s (worst sink)", 1),
+    ):
+        v = ss.get(key)
+        if not v:
+            continue
+        pairs = ", ".join(f"{_pct(p['diff_pct'])} ({p['other_cpus']:.2f})" for p in v["pairs"])
+        quiet = (
+            f"{_pct(v['diff_pct_quiet_pairs'])} ({v['quiet_pairs']})"
+            if v.get("quiet_pairs")
+            else "none quiet"
+        )
+        w(
+            f"| {label} | {_f(v['on'], digits)} | {_f(v['off'], digits)} | "
+            f"**{_pct(v['diff_pct'])}** | {pairs} | {quiet} |"
+        )
+    w("")
+    w(
+        "A pair is runs 2k-1 and 2k, seconds apart; its difference is on against off; quiet: "
+        "both runs with other processes below 0.3 CPUs. "
+        f"Aim: within {lc['targets']['speed_pct']}% (events/s no more than that lower, p99 no "
+        f"more than that higher, medians of the pairs): {_ok(lc['targets'].get('met_speed'))}.\n"
+    )
+    spread = {
+        key: [p["diff_pct"] for p in ss[key]["pairs"] if p["diff_pct"] is not None]
+        for key in ("events_per_s", "p99_ms")
+        if ss.get(key)
+    }
+    if any(v and max(v) - min(v) > 2 * lc["targets"]["speed_pct"] for v in spread.values()):
+        w(
+            "Read that verdict with the spread of the pairs: "
+            + ", ".join(
+                f"{name} {min(v):+.0f}% to {max(v):+.0f}%"
+                for name, v in (
+                    ("events/s", spread.get("events_per_s")),
+                    ("p99", spread.get("p99_ms")),
+                )
+                if v
+            )
+            + " between runs seconds apart, log on or off, wider than the aim: this box does "
+            "not resolve a 10% difference in speed. The CPU per event is steadier: the "
+            f"worker's {_pct(ss['worker_cpu_ms_per_event']['diff_pct'])}, redis-server's "
+            + (
+                f"{_pct(ss['redis_cpu_ms_per_event']['diff_pct'])} "
+                f"({_f(ss['redis_cpu_ms_per_event']['off'], 3)} -> "
+                f"{_f(ss['redis_cpu_ms_per_event']['on'], 3)} ms), where the log's commands run."
+                if ss.get("redis_cpu_ms_per_event")
+                else "not measured."
+            )
+            + "\n"
+        )
+
+
+def _log_trips(w: Any, lc: dict[str, Any]) -> None:
+    rt = lc["round_trips"]
+    w("### Redis commands and round trips per event\n")
+    w(
+        "From the memory runs (log on: runs with the bench's answers; off: the off runs): "
+        "`INFO commandstats` calls from just before the first webhook until every delivery "
+        "was counted, ingress and worker together, / events. Commands inside Lua scripts and "
+        "MULTI count as well as the EVALSHA / EXEC that carried them; the benchmark's own "
+        "polling is taken out; the idle polling (arq's queue poll every 0.05 s, health "
+        "pings) is left in (for scale below). Round trips are counted inside the processes "
+        "(bench/log_cost.py `counted`: redis-py's `send_packed_command`, once per single "
+        "command and once per pipeline or MULTI/EXEC), the worker's per event and the "
+        "ingress's per webhook.\n"
+    )
+    w("| command | log off | log on | extra per event |\n|---|---|---|---|")
+    for name, v in lc["commands_by_name"].items():
+        if max(v["on"], v["off"]) >= 0.01:
+            w(f"| {name} | {v['off']} | {v['on']} | {v['extra']:+} |")
+    w(
+        f"| **all commands** | **{rt['commands_off']}** | **{rt['commands_on']}** | "
+        f"**{rt['commands_extra']:+}** |"
+    )
+    w(
+        f"| **worker round trips per event** | **{rt['worker_off']}** | **{rt['worker_on']}** | "
+        f"**{rt['worker_extra']:+}** |"
+    )
+    w(
+        "| ingress round trips per webhook (stores batched per event-loop turn, 50 concurrent "
+        f"clients) | {rt['ingress_off']} | {rt['ingress_on']} | "
+        f"{rt['ingress_on'] - rt['ingress_off']:+.3f} |"
+    )
+    w("")
+    on = _plain_on(lc)
+    idle = (on or {}).get("idle")
+    if idle:
+        w(
+            f"Idle, for scale: {idle['commands_per_s']} commands/s (ingress + worker), the "
+            f"worker {idle['worker_round_trips_per_s']} round trips/s, the ingress "
+            f"{idle['ingress_round_trips_per_s']}/s: over a run's length "
+            f"{idle['per_event_over_this_run']['commands']} commands and "
+            f"{idle['per_event_over_this_run']['worker_round_trips']} worker round trips per "
+            "event.\n"
+        )
+    w(
+        f"Aim: at most {lc['targets']['round_trips']} more round trips per event: "
+        f"{_ok(lc['targets'].get('met_round_trips'))} ({rt['worker_extra']:+} measured: the log "
+        "is written inside the claim script, the delivered script and the failure MULTI the "
+        "worker sends anyway; the extra commands run inside them, in Redis).\n"
+    )
+
+
+def _log_findings(w: Any, lc: dict[str, Any]) -> None:
+    """What dominates the log's bytes, and what would cut it (proposals, not made)."""
+    on = _plain_on(lc)
+    if not on or not on.get("log"):
+        return
+    per_event = lc["log_bytes_per_event"]
+    kinds = on["log"]["by_kind"]
+    h = on["log"]["sample_hash"]
+    event_hash, look, pay = kinds["event hash"], kinds["lookup sets"], kinds["payment list"]
+    w("### What dominates, and what would cut it (proposals, not made)\n")
+    overhead = h["memory_usage"] - h["value_bytes_total"] - h["field_name_bytes_total"]
+    w(
+        f"- **The event hash**: {_f(event_hash['bytes_per_event'])} of {_f(per_event)} bytes "
+        f"per event ({100 * event_hash['bytes_per_event'] / max(per_event, 1):.0f}%). Its event "
+        f"JSON alone is {h['value_bytes'].get('e')} bytes for a {_body_len()}-byte webhook: it "
+        "carries the provider's payload (`data`) beside the normalized payment, which repeats "
+        "it (id and reference, tx_hash and tx_url) and many nulls. And since that value is "
+        f"over `hash-max-listpack-value` the hash is a `{h['encoding']}`: ~{overhead} bytes of "
+        f"per-field overhead for {h['fields']} fields."
+        + (
+            f" As a listpack (the what-if run) the log costs "
+            f"{_f(lc['what_if']['log_bytes_per_event'])} bytes per event."
+            if lc.get("what_if")
+            else ""
+        )
+        + " Storing the event JSON under its own string key (the per-sink fields then stay "
+        "under 64 bytes while answers are short) or without `data` and nulls, or a raised "
+        "`hash-max-listpack-value` on the server (an operator's choice), would cut it."
+    )
+    w(
+        f"- **The lookup sets**: {_f(look['bytes_per_event'])} bytes per event "
+        f"({100 * look['bytes_per_event'] / max(per_event, 1):.0f}%), {look['sets_per_event']} "
+        f"sets of one member each, {_f(look['bytes_per_key'])} bytes apiece: this Redis keeps "
+        f"even a one-member set of strings as a `{look['encoding']}` (small sets become "
+        "listpacks from Redis 7.2 on). The payment id's set holds the same event ids as the "
+        "payment list; dropping it (a lookup by payment id reads `log:pay:<source>:<id>` for "
+        "each configured source) saves one key per payment, and a plain string `find:<value> "
+        "-> event id`, made a set only when a second event names the value, would keep the "
+        "common single-event case in about half."
+    )
+    w(
+        f"- **The payment list** ({_f(pay['bytes_per_event'])} bytes per event, a "
+        f"`{pay['encoding']}` of one element) and the **index** "
+        f"({_f(kinds['index (zset)']['bytes_per_event'])}) are smaller; and every key with a "
+        "TTL costs an entry in Redis's expiry table that MEMORY USAGE leaves out (the 'not in "
+        "MEMORY USAGE' row): fewer keys per event cut that as well."
+    )
+    w("")
