@@ -98,6 +98,11 @@ def test_example_and_dev_configs_are_valid() -> None:
         ),
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
+    for name in ("PLISIO_SECRET_KEY", "COINGATE_CALLBACK_TOKEN", "OXAPAY_MERCHANT_API_KEY"):
+        env[name] = "example-secret-0123456789"
+    env["BINANCE_PAY_PUBLIC_KEY"] = (
+        REPO / "tests/data/binance_pay/test_public_key.pem"
+    ).read_text()
     env["DISCORD_WEBHOOK_URL"] = "https://discord.com/api/webhooks/1/abc"
     env["SLACK_WEBHOOK_URL"] = "https://hooks.slack.com/services/T/B/x"
     import os
