@@ -53,6 +53,7 @@ from relay.providers import (
 )
 from relay.providers.base import parse_json_object
 from relay.providers.plisio import json_messages
+from relay.queue import inbound_id
 from tests import test_providers_binance_pay as binance_test
 from tests import test_providers_btcpay as btcpay_test
 from tests import test_providers_coinbase_commerce as coinbase_test
@@ -368,6 +369,8 @@ def check_answer(case: Any, status: int, raw: bytes, hooks_route: bool) -> None:
     assert status in STATUSES, f"status {status}: {raw[:300]!r}"
     if not hooks_route:
         return
+    if status == 200 and raw == b"ok":  # OxaPay's own answer (relay.providers.oxapay)
+        return
     answer = orjson.loads(raw)
     if status == 200:
         assert answer.get("ok") is True and re.fullmatch(r"in_[a-z2-7]{26}", answer["id"])
@@ -410,7 +413,10 @@ async def test_ingress_answers_strangers_by_the_table(ingress: Any, redis: Any) 
             check_answer(case, status, raw, hooks_route)
             after = await redis.zcard("relay:queue")
             if status == 200:
-                assert after == before + (0 if orjson.loads(raw).get("duplicate") else 1)
+                duplicate = raw != b"ok" and orjson.loads(raw).get("duplicate")  # `ok`: OxaPay
+                assert after == before + (0 if duplicate else 1) or (
+                    raw == b"ok" and after >= before
+                )
             else:
                 assert after == before, "a rejected request was stored"
             if case["method"] == "POST":
@@ -853,12 +859,15 @@ async def run_through_worker(
     }
     client = await ingress(raw)
     stored: Counter[str] = Counter()
+    ids: set[str] = set()
     for kind, body in cases:
         path = f"/hooks/{kind}/{COINABLE_TOKEN}" if kind == "coinable" else f"/hooks/{kind}"
         response = await client.post(path, data=body, headers=ALL_SIGNERS[kind](body))
         answer = await response.read()
         assert response.status == 200, (kind, body[:300], answer)
-        if not orjson.loads(answer).get("duplicate"):
+        seen_before = inbound_id(kind, body) in ids
+        ids.add(inbound_id(kind, body))  # OxaPay's answer is `ok`: duplicates by the id
+        if not seen_before:
             stored[kind] += 1
     with structlog.testing.capture_logs() as logs:
         worker = await run_worker(config_factory(raw))
