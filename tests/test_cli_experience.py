@@ -135,3 +135,28 @@ def test_shell_completion_completes_commands_actions_and_options(tmp_path: Path)
     assert answers == ["status", "purge", "--check", "--port"]
     zsh = cli("completion", "zsh", cwd=REPO).stdout
     assert zsh.startswith("#compdef relay") and "bashcompinit" in zsh and "_relay_words" in zsh
+
+
+def test_a_worker_says_at_once_that_it_waits_for_redis() -> None:
+    """Redis down at start: the first line says so (the client's retries are silent)."""
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "IVPAY_API_KEY": "x",
+        "RELAY_CONFIG": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "worker", "--config", "config/relay.dev.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert "waiting for Redis" in first, first

@@ -29,7 +29,8 @@ from relay.keys import HEARTBEAT_S, Keys
 from relay.logs import get_logger
 from relay.queue import DELIVER, PROCESS_INBOUND, deserialize, serialize
 from relay.reconcile import RECONCILED_JOB
-from relay.redis import arq_settings, connect_worker
+from relay.redact import redact_url
+from relay.redis import arq_settings, connect, connect_worker
 from relay.redis_memory import check_eviction_policy
 from workers.jobs import (
     deliver,
@@ -203,6 +204,18 @@ def build_worker(loaded: LoadedConfig, **overrides: Any) -> Worker:
     return worker
 
 
+async def _say_if_redis_is_away(url: str) -> None:
+    """One log line at once when Redis does not answer at start (the client then retries for
+    a while in silence, and the loop below for ever)."""
+    probe = connect(url, timeout=1.0, retry=False)
+    try:
+        await probe.ping()
+    except (RedisError, OSError):
+        log.warning("waiting for Redis: it does not answer yet", redis=redact_url(url))
+    finally:
+        await probe.aclose()
+
+
 async def run_worker(loaded: LoadedConfig) -> None:
     """Run a worker until SIGTERM/SIGINT, riding out Redis outages.
 
@@ -211,6 +224,7 @@ async def run_worker(loaded: LoadedConfig) -> None:
     Instead, the worker is rebuilt after a backoff; jobs it had claimed run again (their
     in-progress keys expire), so nothing is lost.
     """
+    await _say_if_redis_is_away(loaded.redis_url)
     # Once per process, not per rebuild: an evicting Redis would silently drop queued jobs.
     redis = connect_worker(loaded.redis_url)
     try:
