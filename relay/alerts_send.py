@@ -343,7 +343,12 @@ class Evaluator:
         sinks: Mapping[str, Sink],
         session: aiohttp.ClientSession,
         owner: str,
+        *,
+        standby: bool = False,
     ) -> None:
+        # standby (web dynos): evaluate only while every worker that beat has gone silent, so
+        # `no_worker` is told even when no worker is left to tell it.
+        self.standby = standby
         self.redis = redis
         self.config = loaded.config
         self.keys = Keys(self.config.key_prefix)
@@ -373,7 +378,7 @@ class Evaluator:
     async def run(self) -> None:
         while True:
             try:
-                if await self.lease.hold():
+                if (not self.standby or await self._workers_lost()) and await self.lease.hold():
                     await self.round()
             except (RedisError, OSError) as exc:
                 log.warning("alerts not evaluated: Redis unavailable", error=repr(exc)[:200])
@@ -414,6 +419,16 @@ class Evaluator:
                 log.warning("sink paused automatically", sink=check.subject)
         await self.outbox.flush(snapshot)
         return alerts
+
+    async def _workers_lost(self) -> bool:
+        """Workers have beaten (their ids are listed) but none for `alerts.no_worker`. A clean
+        stop removes its id, so scaling workers to zero is not a loss."""
+        threshold = self.config.alerts.no_worker
+        newest = await self.redis.zrange(self.keys.workers, -1, -1, withscores=True)
+        if threshold is None or not newest:
+            return False
+        seconds, micros = await self.redis.time()
+        return float(newest[0][1]) < int(seconds) + int(micros) / 1e6 - threshold
 
     async def _states(self) -> dict[tuple[str, str], AlertState]:
         states: dict[tuple[str, str], AlertState] = {}

@@ -604,3 +604,33 @@ def test_check_config_reports_alert_errors_with_their_paths() -> None:
     with pytest.raises(ConfigError) as pause_after:
         validate({"sinks": {"audit": {"type": "log", "pause_after": "a while"}}})
     assert list(dict(pause_after.value.errors)) == ["sinks.audit.pause_after"]
+
+
+async def test_a_web_dyno_alerts_no_worker_when_every_worker_is_gone(
+    redis: Any, ingress: Any, sink_server: SinkServer
+) -> None:
+    """Every worker crashed (their ids left with old beats): nobody is left to evaluate, so the
+    web dyno's standby evaluator takes the lease and sends `no_worker` (SPEC 12)."""
+    raw = raw_config(sink_server, {"no_worker": "1s"})
+    seconds, _ = await redis.time()
+    await redis.zadd("relay:workers", {"worker.1": int(seconds) - 30})  # SIGKILLed long ago
+    await ingress(raw)
+
+    async def told() -> bool:
+        sent = sink_server.requests(sink_server.discord_url())
+        return any("No worker is running" in r.text for r in sent)
+
+    await wait_for(told, timeout=10)
+
+
+async def test_a_web_dyno_stands_by_while_a_worker_beats(
+    redis: Any, ingress: Any, sink_server: SinkServer
+) -> None:
+    """With a live worker the web dyno never takes the alert lease (the workers evaluate)."""
+    raw = raw_config(sink_server, {"no_worker": "1s"})
+    seconds, _ = await redis.time()
+    await redis.zadd("relay:workers", {"worker.1": int(seconds) + 60})  # beating
+    await ingress(raw)
+    await asyncio.sleep(0.5)
+    assert await redis.get("relay:alerts:lease") is None
+    assert sink_server.requests(sink_server.discord_url()) == []

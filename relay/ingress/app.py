@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 from aiohttp import ClientPayloadError, web
 from redis.exceptions import RedisError
 
 from relay import clock
+from relay.alerts_send import Evaluator
 from relay.config.model import LoadedConfig
 from relay.inbound import InboundRequest
 from relay.ingress import admin, api
@@ -22,6 +27,7 @@ from relay.queue import InboundStore, Stored
 from relay.redis import connect
 from relay.redis_memory import EvictingRedis
 from relay.rejected import Keeper, RejectedRequest
+from relay.sinks import SINKS
 
 log = get_logger("relay.ingress")
 
@@ -184,11 +190,36 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await redis.aclose()
         raise
     monitor = asyncio.create_task(guard.run())
+    alerts = _start_alerts(redis, loaded)
     yield
+    if alerts is not None:
+        await alerts.stop()
     monitor.cancel()
     await asyncio.gather(monitor, return_exceptions=True)
     await guard.flush()  # the last 503s counted (no-op when Redis is away)
     await redis.aclose()
+
+
+def _start_alerts(redis: Any, loaded: LoadedConfig) -> StandbyAlerts | None:
+    """SPEC 12 `no_worker` from a web dyno: its evaluator stands by and takes the alert lease
+    only once every worker that beat has gone silent (relay.alerts_send)."""
+    if loaded.config.alerts.no_worker is None:
+        return None
+    session = aiohttp.ClientSession()
+    sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in loaded.config.sinks.items()}
+    owner = f"web:{os.getpid()}"
+    evaluator = Evaluator(redis, loaded, sinks, session, owner, standby=True).start()
+    return StandbyAlerts(evaluator, session)
+
+
+@dataclass
+class StandbyAlerts:
+    evaluator: Evaluator
+    session: aiohttp.ClientSession
+
+    async def stop(self) -> None:
+        await self.evaluator.stop()
+        await self.session.close()
 
 
 async def _check_redis_at_start(guard: IngressGuard, allow_eviction: bool) -> None:
