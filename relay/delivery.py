@@ -33,6 +33,7 @@ from relay.keys import (
     inbound_stat,
 )
 from relay.ledger import record as ledger
+from relay.ledger.gate import LogGate
 from relay.logs import get_logger
 from relay.providers import InboundRequest, Provider
 from relay.queue import DELIVER, add_job
@@ -99,8 +100,7 @@ class Pipeline:
         self._delivered = redis.register_script(_DELIVERED)
         self._owner = redis.register_script(_OWNER)
         self._hold = redis.register_script(pause.HOLD)
-        # 0: the log is off (config log.enabled), which the claim script reads as "write none".
-        self.retention_s = int(config.log.retention) if config.log.enabled else 0
+        self.log_gate = LogGate(config)  # retention_s 0: write no log (relay.ledger.gate)
         self.window_ms = int(config.dedupe.window * 1000)
         self.state_ttl_s = state_ttl_s(config)
         self.sink_configs = {name: sink.config for name, sink in sinks.items()}
@@ -150,9 +150,9 @@ class Pipeline:
             self.window_ms,
             event_stat(event.source, event.type),
             event_stat(event.source, "duplicate"),
-            self.retention_s,
+            self.log_gate.retention_s,
             [(name, self.sink_configs[name].drops_stale()) for name in targets],
-            max(self.retention_s, self.state_ttl_s),
+            max(self.log_gate.retention_s, self.state_ttl_s),
             self.reconcile_after_ms.get(event.source),
             seen_seq,
         )
@@ -485,7 +485,7 @@ class Pipeline:
 
     def _log_attempt(self, pipe: Any, event_id: str, entry: ledger.AttemptLog) -> None:
         """The attempt and its state, in the caller's MULTI (EVAL: see ledger.record.WRITE)."""
-        if self.retention_s:
+        if self.log_gate.retention_s:
             pipe.eval(ledger.WRITE, 1, self.keys.log_event(event_id), *entry.fields())
 
 

@@ -162,6 +162,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["sources"] = build_sources(loaded)
     ctx["keys"] = Keys(config.key_prefix)
     ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
+    # Before the first claim: a worker started on a nearly full Redis must not log its first
+    # batch of events into the headroom it needs to drain (relay.ledger.gate).
+    await ctx["pipeline"].log_gate.refresh(ctx["redis"])
     await CLOCK.sync(ctx["redis"])  # before the first heartbeat; every poll tick refreshes it
     ctx["started_at"] = CLOCK.now()
     owner = f"{ctx['worker_id']}:{secrets.token_hex(4)}"  # unique even within one process

@@ -113,6 +113,9 @@ class RelayWorker(Worker):
         nothing reads: one record per process, written every HEARTBEAT_S, and sooner (at most
         every BEAT_ON_CHANGE_S) when the number of running jobs changed, so `relay status`
         shows what runs now."""
+        pipeline = self.ctx.get("pipeline")
+        if pipeline is not None:  # at most once a second (relay.ledger.gate)
+            await pipeline.log_gate.refresh(self.pool)
         now, running = time.monotonic(), len(self.tasks)
         since = now - getattr(self, "_last_beat", -HEARTBEAT_S)
         changed = running != getattr(self, "_last_running", None)
