@@ -155,15 +155,6 @@ async def relay_status(config: Path, redis_url: str) -> dict[str, Any]:
     return json.loads(out)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "regression of this session, to fix next: draining a Redis full to the shed line now "
-        "writes more per event than it frees (the payment-state hash of SPEC 11, and the log's "
-        "first batch), so the worker meets maxmemory and waits; nothing is lost, but it does "
-        "not drain without an operator. See the closing note of issues 10-15."
-    ),
-    strict=False,
-)
 async def test_full_redis_sheds_then_drains_without_operator(
     tmp_path: Path, full_redis: EmbeddedRedis, sink_server: Any
 ) -> None:

@@ -398,3 +398,14 @@ def test_shed_ratio_is_validated() -> None:
         make_config({"server": {"shed_memory_ratio": 0.8}}).config.server.shed_memory_ratio == 0.8
     )
     assert make_config({}).config.allow_redis_eviction is False
+
+
+def test_the_log_pauses_below_the_shed_line_on_small_and_large_redis() -> None:
+    from relay.ledger.gate import pause_at_bytes
+
+    mib = 1024 * 1024
+    # A small Redis: the shed line keeps 4 MiB free (7 MiB of 11), the log stops 1.1 MiB below.
+    assert shed_at_bytes(11 * mib, 0.9) == 7 * mib
+    assert pause_at_bytes(11 * mib, 0.9) == 7 * mib - int(1.1 * mib)
+    # A large one: 90% sheds, 80% pauses the log.
+    assert pause_at_bytes(1000 * mib, 0.9) == 800 * mib
