@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
@@ -236,10 +236,18 @@ class PaymentEvent:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand, not dataclasses.asdict: that deep-copies `data` (the provider's whole
+        # payload) and was a tenth of a worker's CPU. Nothing mutates the event's data.
+        body = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        body["payment"] = {name: getattr(self.payment, name) for name in _PAYMENT_FIELDS}
+        return body
 
     def to_json(self) -> bytes:
         return dumps(self.to_dict())
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(PaymentEvent))
+_PAYMENT_FIELDS = tuple(f.name for f in fields(Payment))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from relay.redis_pack import use_hiredis_packing
+
 
 def _retry() -> Retry:
     # Ride out a Redis restart or a network blip (~13 s of backoff) instead of crashing. A
@@ -73,8 +75,10 @@ def connect(url: str, *, timeout: float = 5.0, retry: bool = True, **extra: Any)
     if retry:
         options.update(retry=_retry(), retry_on_error=[RedisConnectionError, RedisTimeoutError])
     if url.startswith(SENTINEL_SCHEME):
-        return _sentinel_client(parse_sentinel_url(url), options)
-    client: ArqRedis = ArqRedis.from_url(url, **options)
+        client = _sentinel_client(parse_sentinel_url(url), options)
+    else:
+        client = ArqRedis.from_url(url, **options)
+    use_hiredis_packing(client)  # relay.redis_pack: a tenth of a worker's CPU
     return client
 
 

@@ -226,11 +226,13 @@ def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Outco
     return Failed(f"HTTP {status}", status, text, sink_gone=status in (404, 410))
 
 
+# Whitespace (\s is str.isspace here) and control characters.
+_NOT_IN_URL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 def is_http_url(value: str) -> bool:
     """An absolute http(s) URL with a host, no whitespace or control characters."""
-    if not isinstance(value, str) or any(
-        ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value
-    ):
+    if not isinstance(value, str) or _NOT_IN_URL.search(value):
         return False
     try:
         parts = urlsplit(value)

@@ -86,7 +86,8 @@ class Escaped(str):
 def utf16_len(text: str) -> int:
     """Length in UTF-16 code units: never less than the code-point count, so a limit checked
     this way holds whichever of the two a platform counts."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    # surrogatepass: a lone surrogate counts as the one unit it is.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 _PARTIAL_ENTITY = re.compile(r"&[#A-Za-z0-9]{0,8}$")
