@@ -36,7 +36,8 @@ class Redactor:
 
     def scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            return _SIGNATURE_LIKE.sub(REDACTED, redact(value, self.secrets))
+            value = redact(value, self.secrets)
+            return _SIGNATURE_LIKE.sub(REDACTED, value) if "whsec_" in value else value
         if isinstance(value, dict):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

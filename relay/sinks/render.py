@@ -127,7 +127,10 @@ def one_line(value: Any) -> str:
     """A value as a single line of text (None -> empty)."""
     if value is None:
         return ""
-    return _SPACE.sub(" ", str(value)).strip()
+    text = str(value)
+    if text.isprintable() and "  " not in text:  # most values: no run of spaces to fold
+        return text.strip()
+    return _SPACE.sub(" ", text).strip()
 
 
 def _project(value: str) -> str:
