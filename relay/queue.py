@@ -23,6 +23,7 @@ from relay import clock
 from relay.clock import LUA_NOW_MS
 from relay.inbound import InboundRequest
 from relay.keys import INBOUND_JOB_TTL_S, Keys, delivery_job_id, inbound_stat, sink_of_job
+from relay.redis import ReplicaAck, replica_ack
 
 __all__ = ["delivery_job_id", "sink_of_job"]  # re-exported: the job format lives in keys
 
@@ -110,9 +111,10 @@ class ScriptBatcher:
     Redis, bounds the ingress (measured in docs/benchmarks.md). No library batches this way.
     """
 
-    def __init__(self, redis: Any, source: str) -> None:
+    def __init__(self, redis: Any, source: str, replica: ReplicaAck | None = None) -> None:
         self.redis = redis
         self.script = redis.register_script(source)
+        self.replica = replica  # Sentinel: WAIT for a replica (relay.redis.ReplicaAck)
         self._pending: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
 
     def __call__(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
@@ -149,10 +151,15 @@ class ScriptBatcher:
         self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
     ) -> list[Any]:
         for _ in range(2):
+            required = self.replica is not None and self.replica.required()
             async with self.redis.pipeline(transaction=False) as pipe:
                 for keys, args, _ in batch:
                     pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                if self.replica is not None:
+                    pipe.execute_command("WAIT", 1, self.replica.wait_ms(required))
                 results: list[Any] = await pipe.execute(raise_on_error=False)
+            if self.replica is not None:
+                self.replica.check(results.pop(), required)  # else every caller gets a 503
             if not any(isinstance(r, NoScriptError) for r in results):
                 return results
             await self.redis.script_load(self.script.script)  # a restarted Redis forgot it
@@ -167,7 +174,7 @@ class InboundStore:
         self.redis = redis
         self.keys = keys
         self.window_ms = int(dedupe_window_s * 1000)
-        self._script = ScriptBatcher(redis, _STORE)
+        self._script = ScriptBatcher(redis, _STORE, replica_ack(redis))
 
     async def store(self, request: InboundRequest, keep_headers: tuple[str, ...]) -> Stored:
         job_id = inbound_id(request.source, request.body)

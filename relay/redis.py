@@ -14,13 +14,15 @@ queue would land on different shards. Past one Redis, run separate relays (each 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -125,6 +127,87 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
+MASTER_RECHECK_S = 0.2  # how stale a pool's idea of the primary may get (one Sentinel query)
+
+
+class FollowingPool(SentinelConnectionPool):
+    """A Sentinel pool that stops using the old primary as soon as the Sentinels name a new one.
+
+    redis-py asks the Sentinels only when it opens a connection, and drops a pooled one only on
+    a ReadOnlyError. After `SENTINEL FAILOVER` the old primary stays a writable primary until
+    the Sentinels convert it (~10 s, measured with Redis 7.0): every open connection kept
+    writing there, and Redis discarded all of it when the old primary resynced as a replica
+    (webhooks answered 200, then lost; a worker claiming and finishing jobs nobody else saw).
+    Here the primary's address is re-read at most every MASTER_RECHECK_S, and a connection
+    taken from the pool that points elsewhere is reconnected first."""
+
+    _checked_at = 0.0
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if self.master_address is not None and now - self._checked_at >= MASTER_RECHECK_S:
+            self._checked_at = now  # before the await: one query for all concurrent callers
+            # On a change this drops the idle connections. No Sentinel answers: keep the primary
+            # we know (its commands say if it is gone).
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        connection = await super().get_connection(command_name, *keys, **options)
+        if connection.is_connected and (connection.host, connection.port) != self.master_address:
+            try:  # an in-use connection to the old primary when the switch was seen
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)
+                raise
+        return connection
+
+
+class NotReplicated(RedisConnectionError):
+    """A write no replica acknowledged, on a primary that had one: it may be on a primary
+    being replaced (the ingress answers 503; the provider's retry finds the new one)."""
+
+
+REPLICA_WAIT_MS = 250  # how long a store waits for a replica that was there
+REPLICA_PROBE_MS = 10  # ... and for one that was not (answers whether one is back)
+REPLICA_GRACE_S = 5.0  # a replica acked this recently on this primary: its ack is required
+
+
+class ReplicaAck:
+    """Whether a write must be acknowledged by a replica (`WAIT 1 ms`, sent in the write's
+    own pipeline: no extra round trip) before the ingress answers 2xx. Sentinel only.
+
+    During `SENTINEL FAILOVER` the replica is promoted ~0.5-1 s before the Sentinels name it:
+    meanwhile clients still write to the old primary, and Redis drops those writes when it
+    converts it to a replica (measured: ~1 s of 200-answered webhooks lost). Such a write is
+    acked by no replica (the promoted one left), so it is answered 503 instead of 200 and the
+    provider's retry lands on the new primary. Required only while a replica acked on this
+    same primary in the last REPLICA_GRACE_S: a primary that lost its replica for good, or a
+    new one whose replica has not joined yet, stores without (as it would without Sentinel)."""
+
+    def __init__(self, client: Any) -> None:
+        self.pool = client.connection_pool
+        self._acked_at = -REPLICA_GRACE_S
+        self._acked_on: Any = None
+
+    def wait_ms(self, required: bool) -> int:
+        return REPLICA_WAIT_MS if required else REPLICA_PROBE_MS
+
+    def required(self) -> bool:
+        recent = time.monotonic() - self._acked_at < REPLICA_GRACE_S
+        return recent and self._acked_on == self.pool.master_address
+
+    def check(self, replicas: Any, required: bool) -> None:
+        """After a write's `WAIT`: NotReplicated if a required ack did not come."""
+        if isinstance(replicas, int) and replicas >= 1:
+            self._acked_at, self._acked_on = time.monotonic(), self.pool.master_address
+        elif required:
+            raise NotReplicated("no replica acknowledged the write")
+
+
+def replica_ack(client: Any) -> ReplicaAck | None:
+    return ReplicaAck(client) if isinstance(client.connection_pool, FollowingPool) else None
+
+
 def _sentinel_client(parsed: SentinelURL, options: dict[str, Any]) -> ArqRedis:
     if parsed.ssl:
         options = {**options, "ssl": True, "ssl_cert_reqs": "none"}
@@ -140,6 +223,7 @@ def _sentinel_client(parsed: SentinelURL, options: dict[str, Any]) -> ArqRedis:
     client: ArqRedis = sentinel.master_for(
         parsed.service,
         redis_class=ArqRedis,
+        connection_pool_class=FollowingPool,
         db=parsed.db,
         password=parsed.password,
         username=parsed.username,
