@@ -14,6 +14,7 @@ queue would land on different shards. Past one Redis, run separate relays (each 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
@@ -142,15 +143,18 @@ class FollowingPool(SentinelConnectionPool):
     taken from the pool that points elsewhere is reconnected first."""
 
     _checked_at = 0.0
+    _recheck: asyncio.Task[None] | None = None
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         now = time.monotonic()
-        if self.master_address is not None and now - self._checked_at >= MASTER_RECHECK_S:
-            self._checked_at = now  # before the await: one query for all concurrent callers
-            # On a change this drops the idle connections. No Sentinel answers: keep the primary
-            # we know (its commands say if it is gone).
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
-                await self.get_master_address()  # type: ignore[no-untyped-call]
+        if (
+            self.master_address is not None
+            and now - self._checked_at >= MASTER_RECHECK_S
+            and (self._recheck is None or self._recheck.done())
+        ):
+            self._checked_at = now
+            # In the background: a Sentinel slow to answer must not delay this command.
+            self._recheck = asyncio.ensure_future(self._read_primary())
         connection = await super().get_connection(command_name, *keys, **options)
         if connection.is_connected and (connection.host, connection.port) != self.master_address:
             try:  # an in-use connection to the old primary when the switch was seen
@@ -160,6 +164,17 @@ class FollowingPool(SentinelConnectionPool):
                 await self.release(connection)
                 raise
         return connection
+
+    async def _read_primary(self) -> None:
+        # On a change this drops the idle connections. No Sentinel answers: keep the primary we
+        # know (its commands say if it is gone).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        if inuse_connections and self._recheck is not None:  # closing (Redis.aclose)
+            self._recheck.cancel()
+        await super().disconnect(inuse_connections)
 
 
 class NotReplicated(RedisConnectionError):
