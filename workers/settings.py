@@ -19,7 +19,14 @@ import time
 from typing import Any
 
 from arq import Worker
-from arq.constants import in_progress_key_prefix
+from arq.constants import (
+    abort_jobs_ss,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
+from arq.utils import to_ms
 from arq.worker import func
 from redis.exceptions import RedisError
 
@@ -77,6 +84,32 @@ return claimed
 )
 
 
+# arq's finish_job as one script: the same writes as its MULTI (lock, retry count, job, abort
+# and queue entries; a result only if kept; ZINCRBY for a deferred retry), in one command the
+# client packs and parses once instead of six (a twentieth of a worker's CPU).
+# KEYS: in-progress, retry, job, abort set, queue, result. ARGV: job id, keep the lock for
+# (ms, '' to delete it), finish (1/0), result data ('' for none), result TTL (ms, '' for
+# none), score increment ('' for none).
+_FINISH_JOB = """
+local gone = {}
+if ARGV[2] == '' then gone[#gone + 1] = KEYS[1] else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then
+  if ARGV[4] ~= '' then
+    if ARGV[5] == '' then redis.call('SET', KEYS[6], ARGV[4])
+    else redis.call('SET', KEYS[6], ARGV[4], 'PX', ARGV[5]) end
+  end
+  gone[#gone + 1] = KEYS[2]
+  gone[#gone + 1] = KEYS[3]
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+elseif ARGV[6] ~= '' then
+  redis.call('ZINCRBY', KEYS[5], ARGV[6], ARGV[1])
+end
+if #gone > 0 then redis.call('DEL', unpack(gone)) end
+return 1
+"""
+
+
 class RelayWorker(Worker):
     """arq's Worker with one change: a poll tick reads and claims its due jobs in one script
     (`_CLAIM_DUE`) scored by Redis's clock, so a worker whose host clock is wrong still sees
@@ -132,6 +165,40 @@ class RelayWorker(Worker):
             return
         # BLPOP takes a fractional timeout since Redis 6; redis-py's stub says int only.
         await self.pool.blpop([self.wake_key], timeout=self.tick_s)  # type: ignore[arg-type, misc]
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """The same writes as arq's finish_job, in one script (`_FINISH_JOB`)."""
+        script = getattr(self, "_finish_script", None)
+        if script is None:
+            script = self._finish_script = self.pool.register_script(_FINISH_JOB)
+        ttl = None if keep_result_forever else result_timeout_s
+        await script(
+            keys=[
+                in_progress_key_prefix + job_id,
+                retry_key_prefix + job_id,
+                job_key_prefix + job_id,
+                abort_jobs_ss,
+                self.queue_name,
+                result_key_prefix + job_id,
+            ],
+            args=[
+                job_id,
+                "" if keep_in_progress is None else to_ms(keep_in_progress),
+                int(finish),
+                result_data or "",
+                "" if ttl is None else to_ms(ttl),
+                incr_score or "",
+            ],
+        )
 
     async def _claim_due(self, free: int) -> int:
         script = getattr(self, "_claim_script", None)
