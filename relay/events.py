@@ -257,8 +257,8 @@ class StoredEvent:
     json: bytes
 
     @classmethod
-    def of(cls, event: PaymentEvent) -> StoredEvent:
-        body = event.to_dict()
+    def of_body(cls, body: dict[str, Any]) -> StoredEvent:
+        """From an event's `to_dict()` (which the caller must not change afterwards)."""
         stored = cls(dumps(body))
         stored.__dict__["body"] = body  # already parsed: sinks need not parse the JSON again
         return stored
