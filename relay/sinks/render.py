@@ -98,7 +98,7 @@ def truncate(text: str, limit: int, *, ellipsis: str = ELLIPSIS, entities: bool 
 
     With `entities`, a cut never leaves half an HTML entity (`&am`) behind (Slack escaping)."""
     text = text.strip()
-    if utf16_len(text) <= limit:
+    if 2 * len(text) <= limit or utf16_len(text) <= limit:  # a char is at most 2 units
         return text
     if limit <= 0:
         return ""
