@@ -6,6 +6,12 @@ on a local fake sink server.
   Redis's stats hash counts 3N deliveries (`dlv:<sink>:delivered`);
 - latency receipt -> delivery at fixed offered rates (open-loop load client process), exact
   per delivery, computed by the fake sink server;
+- the floor (bench/floor.py: one LPUSH per webhook, one BRPOP consumer posting to the same
+  three fake sinks) at 100 and 200 events/s, measured the same way, beside the relay's rows;
+- "before" and "after" in the same run: one worker's throughput on a pre-loaded backlog with
+  the relay of BEFORE_COMMIT (a git worktree) and of this tree, interleaved;
+- Redis's CPU per event (`INFO cpu`, `INFO commandstats`) for the ingress's stores and the
+  worker's drain, and the event rate at which one Redis core saturates;
 - arq's own no-op job rate with the same worker settings, beside it.
 """
 
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -53,6 +60,34 @@ SINKS = ("http", "discord", "slack")
 N_EVENTS = 5000
 RATES = (100, 200, 500, 1000)
 RATE_SECONDS = 12
+# 500/s and 1000/s are overload demonstrations, not targets: shorter, to keep the part < 5 min,
+# and shorter still when one worker cannot keep up, so that the backlog they leave drains within
+# OVERLOAD_DRAIN_S at the throughput measured first.
+OVERLOAD_RATE_SECONDS = 6
+OVERLOAD_DRAIN_S = 12
+# The throughput runs after the first (2 workers, WARNING, before/after, profile) are sized from
+# the first run's rate to take about this long each (between 1,000 and N_EVENTS events): on a
+# slow or crowded day the part still ends in minutes.
+RUN_SECONDS = 8
+FLOOR_RATES = (100, 200)
+# Issue 16's latency target at 100 and 200 events/s, one worker, three sinks, every sink.
+TARGET_P50_MS = 5.0
+TARGET_P99_MS = 25.0
+TARGET_SPEEDUP = 1.5
+
+# The "before" of issue 16: the tip of main when the work on it began (2026-11, "today's"
+# code). Its relay/ and workers/ run from a git worktree at BEFORE_TREE, interleaved with this
+# tree's, in the same run. Change it only to compare against another commit on purpose.
+BEFORE_COMMIT = "375ce74"
+BEFORE_TREE = Path("/tmp/payrelay-before")  # noqa: S108 - a scratch checkout, made or reset by us
+BEFORE_AFTER_ROUNDS = 3
+
+# `relay ARGS` from the tree PYTHONPATH names (-P: no cwd or script directory in front of it);
+# its first log line says which relay/__init__.py it imported.
+TREE_RELAY = (
+    "import sys, relay; print('relay imported from', relay.__file__, flush=True); "
+    "from relay.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 async def _preload(
@@ -201,13 +236,27 @@ class Rig:
         sink_post(self.sink_port, "/reset")
 
     def workers(
-        self, k: int, log_level: str | None = None, config: Path | None = None
+        self,
+        k: int,
+        log_level: str | None = None,
+        config: Path | None = None,
+        tree: Path | None = None,
     ) -> list[Any]:
+        """`k` worker processes; with `tree`, `relay worker` of that source tree."""
         out = []
         for i in range(k):
             name = f"worker{i + 1}-{time.time_ns()}"
             level = log_level or self.log_level
-            if self.wrap is None:
+            if tree is not None:
+                args = ["worker", "--config", str(config or self.config)]
+                out.append(
+                    self.procs.start(
+                        name,
+                        [PY, "-P", "-c", TREE_RELAY, *args],
+                        env={"LOG_LEVEL": level, "PYTHONPATH": str(tree)},
+                    )
+                )
+            elif self.wrap is None:
                 out.append(
                     start_worker(self.procs, config or self.config, name=name, log_level=level)
                 )
@@ -225,6 +274,107 @@ class Rig:
                 self.procs.procs.remove(p)
 
 
+def redis_cpu(r: redis_sync.Redis) -> dict[str, Any]:
+    """Redis's CPU seconds so far (`INFO cpu`: every thread; the main thread alone when this
+    Redis reports it) and `INFO commandstats` usec per command since the last CONFIG RESETSTAT."""
+    cpu = r.info("cpu")
+    main = None
+    if "used_cpu_sys_main_thread" in cpu:
+        main = float(cpu["used_cpu_sys_main_thread"]) + float(cpu["used_cpu_user_main_thread"])
+    usec = {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in r.info("commandstats").items()}
+    return {
+        "total_s": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
+        "main_s": main,
+        "usec": usec,
+    }
+
+
+def redis_cpu_per_event(a: dict[str, Any], b: dict[str, Any], events: int) -> dict[str, Any]:
+    """µs of Redis CPU per event between two `redis_cpu` snapshots (commandstats: `b` alone,
+    counted since a CONFIG RESETSTAT taken at `a`). Commands a Lua script calls are counted
+    inside its EVALSHA and again under their own names, so the commands' sum is an upper bound;
+    `scripts_us` is the EVALSHA/EVAL time alone."""
+    n = max(events, 1)
+    usec = b["usec"]
+    scripts = sum(v for k, v in usec.items() if k in ("evalsha", "eval", "fcall"))
+    top = sorted(usec.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "events": events,
+        "total_us": round(1e6 * (b["total_s"] - a["total_s"]) / n, 1),
+        "main_thread_us": (
+            round(1e6 * (b["main_s"] - a["main_s"]) / n, 1)
+            if a["main_s"] is not None and b["main_s"] is not None
+            else None
+        ),
+        "commands_us_sum": round(sum(usec.values()) / n, 1),
+        "scripts_us": round(scripts / n, 1),
+        "commands_us_by_name": {k: round(v / n, 1) for k, v in top if v / n >= 0.5},
+    }
+
+
+def saturation(ingress: dict[str, Any], worker: dict[str, Any]) -> dict[str, Any]:
+    """Events/s at which one Redis core is busy: 1e6 / (Redis CPU µs per event, the ingress's
+    store plus the worker's drain). The main thread's figure when Redis gives it (that one thread
+    runs every command; AOF fsync and frees run on background threads), else every thread's."""
+    basis = "main_thread_us" if worker.get("main_thread_us") is not None else "total_us"
+    per_event = (ingress.get(basis) or 0.0) + (worker.get(basis) or 0.0)
+    return {
+        "basis": basis,
+        "redis_us_per_event": round(per_event, 1),
+        "events_per_s": round(1e6 / per_event) if per_event > 0 else None,
+    }
+
+
+def tree_commit(tree: Path) -> str:
+    """`git rev-parse --short HEAD` of a tree, `+ modified` when its relay/ or workers/ differ."""
+    head = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "relay", "workers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return head + (" + uncommitted changes in relay/ or workers/" if dirty else "")
+
+
+def ensure_before_tree(commit: str = BEFORE_COMMIT, path: Path = BEFORE_TREE) -> Path:
+    """A detached git worktree of `commit` at `path` (made, or moved to `commit`, as needed)."""
+    want = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", commit],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if (path / ".git").exists():
+        have = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        if have != want:
+            subprocess.run(["git", "-C", str(path), "checkout", "--detach", want], check=True)
+    else:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=False)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), want], check=True
+        )
+    return path
+
+
+def imported_from(proc: Any, timeout: float = 10) -> str:
+    """The relay/__init__.py a TREE_RELAY process imported (its first log line)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in proc.tail(200).splitlines():
+            if line.startswith("relay imported from "):
+                return line.removeprefix("relay imported from ").strip()
+        time.sleep(0.05)
+    raise RuntimeError(f"{proc.name} never said where relay came from:\n{proc.tail()}")
+
+
 def throughput(
     rig: Rig,
     k: int,
@@ -235,19 +385,28 @@ def throughput(
     label: str = "",
     config: Path | None = None,
     make: MakeRequest | None = None,
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     rig.reset()
+    rig.r.config_resetstat()
     t0 = time.monotonic()
+    rc0 = redis_cpu(rig.r)
     ok = preload(rig.base, n, seq_base, make=make)
+    rc1 = redis_cpu(rig.r)
     preload_s = time.monotonic() - t0
     queued = rig.r.zcard(f"{PREFIX}:queue")
     spawn = time.monotonic()
-    workers = rig.workers(k, log_level, config)
+    workers = rig.workers(k, log_level, config, tree=tree)
     if sampler:
         for i, w in enumerate(workers):
             sampler.watch(f"worker (of {k}) #{i + 1}", w.pid)
     ready = wait_workers_ready(rig.r, k, workers)
+    relay_file = imported_from(workers[0]) if tree is not None else None
+    if tree is not None and relay_file and not relay_file.startswith(str(tree.resolve())):
+        rig.stop(workers)
+        raise RuntimeError(f"the worker for {tree} imported relay from {relay_file}")
     rig.r.config_resetstat()  # count the workers' commands, not the start-up wait's SCANs
+    rc2 = redis_cpu(rig.r)
     others = {"redis-server": rig.redis_pid, "fake sink server": rig.sinks_proc.pid}
     cpu0 = {w.pid: cpu_seconds(w.pid) for w in workers}
     cpu0_other = {name: cpu_seconds(pid) for name, pid in others.items()}
@@ -257,6 +416,7 @@ def throughput(
         other_cpu = {
             name: round(cpu_seconds(pid) - cpu0_other[name], 2) for name, pid in others.items()
         }
+        rc3 = redis_cpu(rig.r)
     elapsed = done - ready
     stats = stats_hash(rig.r)
     cmdstats = rig.r.info("commandstats")
@@ -269,6 +429,9 @@ def throughput(
     }
     total = sum(counts.values())
     rate = (total / 3) / elapsed if elapsed > 0 else 0.0
+    redis_ingress = redis_cpu_per_event(rc0, rc1, ok)
+    redis_worker = redis_cpu_per_event(rc2, rc3, round(total / 3))
+    sat = saturation(redis_ingress, redis_worker)
     result = {
         "workers": k,
         "events": ok,
@@ -293,6 +456,11 @@ def throughput(
         "steal_cpus": noise.steal_cpus,
         "redis_commands_per_event": round(sum(calls.values()) / max(ok, 1), 1),
         "redis_commands_per_event_by_name": per_event,
+        "redis_cpu_ingress": redis_ingress,
+        "redis_cpu_worker": redis_worker,
+        "redis_saturation": sat,
+        "tree": str(tree) if tree is not None else None,
+        "relay_file": relay_file,
     }
     log(
         f"e2e{label}: {k} worker(s): {ok} events x 3 sinks in {elapsed:.2f}s = "
@@ -303,7 +471,74 @@ def throughput(
         f"events/s per fully busy worker (busy {result['worker_cpu_util']:.0%}); CPU s meanwhile "
         f"{other_cpu}; processes outside the benchmark {noise.other_cpus:.2f} CPUs"
     )
+    log(
+        f"e2e{label}: Redis CPU per event: ingress store {redis_ingress['main_thread_us']} us "
+        f"(main thread; {redis_ingress['total_us']} all threads), worker drain "
+        f"{redis_worker['main_thread_us']} us ({redis_worker['total_us']}; commandstats: "
+        f"scripts {redis_worker['scripts_us']} us, all commands {redis_worker['commands_us_sum']} us)"
+        f" -> one Redis core saturates at ~{sat['events_per_s']} events/s"
+    )
     return result
+
+
+def before_after(
+    rig: Rig, n: int, rounds: int, seq_base: int, commit: str = BEFORE_COMMIT
+) -> dict[str, Any]:
+    """One worker on a pre-loaded backlog of `n`, this tree's relay against `commit`'s,
+    interleaved (ABBA...) `rounds` times each; the ratio of the medians."""
+    tree = ensure_before_tree(commit)
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    trees = {"before": tree, "after": REPO}
+    for i in range(rounds):
+        order = ("before", "after") if i % 2 == 0 else ("after", "before")
+        for j, which in enumerate(order):
+            runs[which].append(
+                throughput(
+                    rig,
+                    1,
+                    n,
+                    None,
+                    seq_base + (2 * i + j) * 100_000,
+                    label=f" [{which} round {i + 1}]",
+                    tree=trees[which],
+                )
+            )
+
+    def med(which: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[which])
+
+    out = {
+        "before_commit": tree_commit(tree),
+        "after_commit": tree_commit(REPO),
+        "before_relay_file": runs["before"][0]["relay_file"],
+        "after_relay_file": runs["after"][0]["relay_file"],
+        "rounds": rounds,
+        "events": n,
+        "before": runs["before"],
+        "after": runs["after"],
+        "before_events_per_s": med("before", "events_per_s"),
+        "after_events_per_s": med("after", "events_per_s"),
+        "before_cpu_ms_per_event": med("before", "worker_cpu_ms_per_event"),
+        "after_cpu_ms_per_event": med("after", "worker_cpu_ms_per_event"),
+        "ratio_per_round": [
+            round(a["events_per_s"] / b["events_per_s"], 2)
+            for a, b in zip(runs["after"], runs["before"], strict=True)
+        ],
+    }
+    out["ratio"] = round(out["after_events_per_s"] / out["before_events_per_s"], 2)
+    out["ratio_cpu"] = round(out["before_cpu_ms_per_event"] / out["after_cpu_ms_per_event"], 2)
+    out["target"] = TARGET_SPEEDUP
+    out["met"] = out["ratio"] >= TARGET_SPEEDUP
+    log(
+        f"before/after (1 worker, {n} events, {rounds} interleaved rounds each): before "
+        f"{out['before_commit']} ({out['before_relay_file']}) {out['before_events_per_s']:.0f} "
+        f"events/s at {out['before_cpu_ms_per_event']:.2f} ms CPU/event; after "
+        f"{out['after_commit']} ({out['after_relay_file']}) {out['after_events_per_s']:.0f} "
+        f"events/s at {out['after_cpu_ms_per_event']:.2f} ms; after/before = {out['ratio']} by "
+        f"events/s (per round {out['ratio_per_round']}), {out['ratio_cpu']} by worker CPU per "
+        f"event; target {TARGET_SPEEDUP}: {'met' if out['met'] else 'missed'}"
+    )
+    return out
 
 
 def latency_at(
@@ -396,7 +631,14 @@ def arq_noop(redis_url: str, n: int = N_EVENTS) -> dict[str, Any]:
 def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
     n = 2000 if quick else N_EVENTS
     seconds = 5 if quick else RATE_SECONDS
-    result: dict[str, Any] = {"n_events": n, "rate_seconds": seconds}
+    overload_seconds = 3 if quick else OVERLOAD_RATE_SECONDS
+    rounds = 1 if quick else BEFORE_AFTER_ROUNDS
+    result: dict[str, Any] = {
+        "n_events": n,
+        "rate_seconds": seconds,
+        "overload_rate_seconds": overload_seconds,
+        "quick": quick,
+    }
     with workspace("e2e") as (tmp, procs), redis_server(tmp) as rserver, RssSampler() as sampler:
         rig = Rig(tmp, procs, rserver.url)
         result["notes"] = rig.notes
@@ -404,23 +646,35 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         sampler.watch("fake sink server", rig.sinks_proc.pid)
         assert rserver.process is not None
         sampler.watch("redis-server", rserver.process.pid)
-        result["throughput"] = [
-            throughput(rig, 1, n, sampler, 1_000_000),
-            throughput(rig, 2, n, sampler, 2_000_000),
-        ]
+        first = throughput(rig, 1, n, sampler, 1_000_000)
+        capacity = first["events_per_s"]
+        m = max(1000, min(n, round(capacity * (RUN_SECONDS / 2 if quick else RUN_SECONDS))))
+        result["n_events_later_runs"] = m
+        if m < n:
+            log(f"e2e: later throughput runs use {m} events (~{RUN_SECONDS} s at {capacity:.0f}/s)")
+        result["throughput"] = [first, throughput(rig, 2, m, sampler, 2_000_000)]
         result["throughput_log_warning"] = throughput(
-            rig, 1, n, None, 3_000_000, log_level="WARNING", label=" (LOG_LEVEL=WARNING)"
+            rig, 1, m, None, 3_000_000, log_level="WARNING", label=" (LOG_LEVEL=WARNING)"
         )
+        result["before_after"] = before_after(rig, m, rounds, 5_000_000)
         if profile:
             from bench.profile import profile_worker
 
-            result["profile"] = profile_worker(rig, n, 4_000_000)
+            result["profile"] = profile_worker(rig, m, 4_000_000)
         rig.reset()
         workers = rig.workers(1)
         sampler.watch("worker (latency runs)", workers[0].pid)
         wait_workers_ready(rig.r, 1, workers)
         result["latency"] = [
-            latency_at(rig, rate, seconds, 10_000_000 * (i + 1)) for i, rate in enumerate(RATES)
+            latency_at(
+                rig,
+                rate,
+                seconds
+                if rate in FLOOR_RATES
+                else round(max(1.0, min(overload_seconds, OVERLOAD_DRAIN_S * capacity / rate)), 1),
+                10_000_000 * (i + 1),
+            )
+            for i, rate in enumerate(RATES)
         ]
         # Issue 8: 30 events/s while the Discord sink never answers (its 10 s timeout).
         result["latency_hung_sink"] = latency_at(
@@ -428,10 +682,19 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         )
         rig.stop(workers)
         rig.r.flushall()
-        result["arq_noop"] = arq_noop(rserver.url, n)
+        from bench.floor import latency as floor_latency
+
+        result["floor_latency"] = [
+            floor_latency(rig, rate, seconds, 100_000_000 + 10_000_000 * i)
+            for i, rate in enumerate(FLOOR_RATES)
+        ]
+        rig.r.flushall()
+        result["arq_noop"] = arq_noop(rserver.url, m)
         result["rss"] = sampler.result()
     tp = result["throughput"]
     log("e2e: peak RSS " + ", ".join(f"{k} {v['peak_mib']} MiB" for k, v in result["rss"].items()))
+    result["versus_floor"] = versus_floor(result["latency"], result["floor_latency"])
+    ba = result["before_after"]
     result["targets"] = {
         "events_per_s_per_worker": 1000,
         "met_throughput": tp[0]["events_per_s"] >= 1000,
@@ -442,9 +705,70 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
             if row["rate"] == 200
             for s in SINKS
         ),
+        # issue 16
+        "p50_ms": TARGET_P50_MS,
+        "p99_ms": TARGET_P99_MS,
+        "at_rates": list(FLOOR_RATES),
+        "met_latency_ms": all(v["met"] for v in result["versus_floor"]),
+        "speedup": TARGET_SPEEDUP,
+        "met_speedup": ba["met"],
     }
+    sat = tp[0]["redis_saturation"]
+    log(
+        f"e2e: Redis CPU per event (1 worker): {sat['redis_us_per_event']} us ({sat['basis']}, "
+        f"ingress store + worker drain) -> one Redis core saturates at ~{sat['events_per_s']} "
+        "events/s"
+    )
     save_result("e2e", result)
     return result
+
+
+def versus_floor(
+    relay_rows: list[dict[str, Any]], floor_rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Per rate and sink: the relay's p50/p99 beside the floor's, the ratios, and whether the
+    relay met p50 < TARGET_P50_MS and p99 < TARGET_P99_MS (every sink)."""
+    out = []
+    for floor in floor_rows:
+        row = next((r for r in relay_rows if r["rate"] == floor["rate"]), None)
+        if row is None:
+            continue
+        sinks = {}
+        for s in SINKS:
+            rl = row["sinks"].get(s, {}).get("latency", {})
+            fl = floor["sinks"].get(s, {}).get("latency", {})
+
+            def ratio(key: str, rl: dict[str, Any] = rl, fl: dict[str, Any] = fl) -> float | None:
+                a, b = rl.get(key), fl.get(key)
+                return round(a / b, 1) if a is not None and b else None
+
+            sinks[s] = {
+                "relay_p50_ms": rl.get("p50_ms"),
+                "relay_p99_ms": rl.get("p99_ms"),
+                "floor_p50_ms": fl.get("p50_ms"),
+                "floor_p99_ms": fl.get("p99_ms"),
+                "ratio_p50": ratio("p50_ms"),
+                "ratio_p99": ratio("p99_ms"),
+                "met": (rl.get("p50_ms") or 1e9) < TARGET_P50_MS
+                and (rl.get("p99_ms") or 1e9) < TARGET_P99_MS,
+            }
+        entry = {
+            "rate": floor["rate"],
+            "sinks": sinks,
+            "met": all(v["met"] for v in sinks.values()),
+        }
+        out.append(entry)
+        log(
+            f"latency @ {floor['rate']}/s, payrelay vs floor (LPUSH/BRPOP): "
+            + "; ".join(
+                f"{s} p50 {v['relay_p50_ms']} vs {v['floor_p50_ms']} ms (x{v['ratio_p50']}), "
+                f"p99 {v['relay_p99_ms']} vs {v['floor_p99_ms']} ms (x{v['ratio_p99']})"
+                for s, v in sinks.items()
+            )
+            + f"; target p50 < {TARGET_P50_MS:g} ms and p99 < {TARGET_P99_MS:g} ms: "
+            + ("met" if entry["met"] else "missed")
+        )
+    return out
 
 
 if __name__ == "__main__":
