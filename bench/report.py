@@ -71,15 +71,23 @@ def chart(results: dict[str, Any]) -> None:
                     e2e["throughput_log_warning"]["events_per_s"],
                 )
             )
+        ba = e2e.get("before_after")
+        if ba:
+            vals.append((f"before\n{ba['before_commit'][:7]}", ba["before_events_per_s"]))
+            vals.append((f"after\n{ba['after_commit'][:7]}", ba["after_events_per_s"]))
         if e2e.get("arq_noop"):
             vals.append(("arq no-op\njobs/s", e2e["arq_noop"]["jobs_per_s"]))
-        bars = ax.bar(
-            range(len(vals)),
-            [v for _, v in vals],
-            color=([*["#3f7fd9", "#3f7fd9", "#7fb3e6", "#7fb3e6"][: len(vals) - 1], "#d98c3f"]),
-        )
+        colors = ["#3f7fd9"] * len(vals)
+        for i, (label, _) in enumerate(vals):
+            if label.startswith("before"):
+                colors[i] = "#999"
+            elif label.startswith("after"):
+                colors[i] = "#3fa06f"
+            elif label.startswith("arq"):
+                colors[i] = "#d98c3f"
+        bars = ax.bar(range(len(vals)), [v for _, v in vals], color=colors)
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
-        ax.set_xticks(range(len(vals)), [k for k, _ in vals], fontsize=8)
+        ax.set_xticks(range(len(vals)), [k for k, _ in vals], fontsize=7)
         ax.axhline(1000, color="red", ls="--", lw=1, label="target 1000 events/s per worker")
         ax.legend(fontsize=8)
         ax.set_title("End to end: events/s, 3 sinks each (pre-loaded backlog)", fontsize=10)
@@ -90,7 +98,24 @@ def chart(results: dict[str, Any]) -> None:
             p99 = [row["sinks"][sink].get("latency", {}).get("p99_ms") for row in e2e["latency"]]
             ax.plot(rates, p50, "o-", color=color, label=f"{sink} p50")
             ax.plot(rates, p99, "s--", color=color, label=f"{sink} p99")
-        ax.axhline(100, color="red", ls=":", lw=1, label="target p99 100 ms @ 200/s")
+        floor = e2e.get("floor_latency") or []
+        if floor:
+            ax.plot(
+                [r["rate"] for r in floor],
+                [r["sinks"]["http"].get("latency", {}).get("p50_ms") for r in floor],
+                "o-",
+                color="#999",
+                label="floor (LPUSH/BRPOP) http p50",
+            )
+            ax.plot(
+                [r["rate"] for r in floor],
+                [r["sinks"]["http"].get("latency", {}).get("p99_ms") for r in floor],
+                "s--",
+                color="#999",
+                label="floor http p99",
+            )
+        ax.axhline(25, color="red", ls=":", lw=1, label="target p99 25 ms @ 100, 200/s")
+        ax.axhline(5, color="red", ls="-.", lw=1, label="target p50 5 ms")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(rates, [str(r) for r in rates])
@@ -139,6 +164,8 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
         "```sh\n.venv/bin/pip install -e '.[bench]'   # matplotlib; py-spy for the profile\n"
         ".venv/bin/python -m bench                # everything, < 10 min; writes this file\n"
         ".venv/bin/python -m bench ingress        # one part: ingress | e2e | memory | soak | log | report\n"
+        "PYTHONPATH=. .venv/bin/python -m bench e2e          # issue 16's figures, < ~5 min, then the report\n"
+        "PYTHONPATH=. .venv/bin/python -m bench e2e --quick  # the same in ~2 min, for trying\n"
         ".venv/bin/python -m bench.soak --minutes 3\n```\n"
     )
     w(
@@ -209,6 +236,8 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
                 f"| p99 receipt->delivery < 100 ms at 200 events/s | {_f(p99, 1)} ms (worst sink) | "
                 f"{_ok(p99 < 100)} |"
             )
+    if e2e:
+        _issue16_targets(w, e2e)
     if soak:
         miss = sum(soak["missing"].values())
         w(f"| soak: missing = 0 | {miss} | {_ok(miss == 0)} |")
@@ -262,6 +291,11 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
 
     if e2e:
         w("## 2. End to end\n")
+        if e2e.get("quick"):
+            w(
+                "**These are `--quick` figures** (fewer events, shorter rates, one before/after "
+                "round): for trying the benchmark, not for quoting.\n"
+            )
         w(
             f"Webhooks through `relay serve` into Redis, `relay worker` processes (default "
             f"settings: concurrency 200, poll_delay 0.05 s, LOG_LEVEL=INFO to a file, on "
@@ -273,9 +307,14 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
             w(f"- {note}")
         w("### Throughput (pre-loaded backlog)\n")
         w(
-            f"{e2e['n_events']} events pre-loaded through the ingress with no worker running; then "
-            "the workers start; timed from their start-up (heartbeat written) until the stats hash "
-            "counts every delivery.\n"
+            f"{e2e['n_events']} events pre-loaded through the ingress with no worker running"
+            + (
+                f" ({e2e['n_events_later_runs']} in the runs after the first, sized from its rate)"
+                if e2e.get("n_events_later_runs", e2e["n_events"]) != e2e["n_events"]
+                else ""
+            )
+            + "; then the workers start; timed from their start-up (heartbeat written) until the "
+            "stats hash counts every delivery.\n"
         )
         w(
             "| workers | events | seconds | events/s | per worker | deliveries/s | worker CPU ms/event | events/s per busy worker core | worker busy | Redis commands per event | log level | other CPUs busy |"
@@ -314,27 +353,35 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
         w("### Latency at fixed offered rates (1 worker)\n")
         w(
             "An open-loop load client process sends fresh webhooks at the rate for "
-            f"{e2e['rate_seconds']} s. The fake sink server computes each delivery's latency: "
+            f"{e2e['rate_seconds']} s (the 500/s and 1000/s rows, overload demonstrations, for "
+            "less: at most "
+            f"{e2e.get('overload_rate_seconds', e2e['rate_seconds'])} s, and only as long as one "
+            "worker drains in ~12 s at the throughput measured above). The fake sink server "
+            "computes each delivery's latency: "
             "arrival minus the event's `received_at` (http sink: the canonical event JSON, ms "
             "resolution), or minus the client's send time carried in the payment id (discord, "
             "slack: the rendered message repeats it).\n"
         )
         w(
-            "| offered/s | achieved/s | accepted | sink | n | p50 ms | p90 ms | p99 ms | max ms | ingress answer p50/p99 ms | backlog drained after load |"
+            "| offered/s | seconds | achieved/s | accepted | sink | n | p50 ms | p90 ms | p99 ms | max ms | ingress answer p50/p99 ms | backlog drained after load |"
         )
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for row in e2e["latency"]:
             load = row["load"]
             for sink in SINKS:
                 lat = row["sinks"][sink].get("latency", {})
                 w(
-                    f"| {row['rate']} | {load['achieved_rate']} | {load['accepted']} | {sink} | "
+                    f"| {row['rate']} | {row.get('seconds', '–')} | {load['achieved_rate']} | "
+                    f"{load['accepted']} | {sink} | "
                     f"{lat.get('n')} | {_f(lat.get('p50_ms'), 1)} | {_f(lat.get('p90_ms'), 1)} | "
                     f"{_f(lat.get('p99_ms'), 1)} | {_f(lat.get('max_ms'), 1)} | "
                     f"{_f(load.get('answer_p50_ms'), 1)} / {_f(load.get('answer_p99_ms'), 1)} | "
                     f"{row['drain_after_load_s']} s |"
                 )
         w("")
+        _floor_section(w, e2e)
+        _before_after_section(w, e2e)
+        _redis_cpu_section(w, e2e)
 
     if mem or e2e:
         w("## 3. Memory\n")
@@ -450,6 +497,168 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
         _profile_tables(w, p)
     w(findings(results))
     return "\n".join(out) + "\n"
+
+
+def _worst(row: dict[str, Any] | None, key: str) -> float | None:
+    if not row:
+        return None
+    vals = [row["sinks"].get(s, {}).get("latency", {}).get(key) for s in SINKS]
+    return None if any(v is None for v in vals) else max(vals)
+
+
+def _issue16_targets(w: Any, e2e: dict[str, Any]) -> None:
+    """Issue 16's rows of the targets table: latency against the floor, after/before, Redis."""
+    t = e2e.get("targets", {})
+    p50_t, p99_t = t.get("p50_ms", 5.0), t.get("p99_ms", 25.0)
+    floor = {r["rate"]: r for r in e2e.get("floor_latency", [])}
+    for vf in e2e.get("versus_floor", []):
+        rate = vf["rate"]
+        row = next((r for r in e2e["latency"] if r["rate"] == rate), None)
+        p50, p99 = _worst(row, "p50_ms"), _worst(row, "p99_ms")
+        f50, f99 = _worst(floor.get(rate), "p50_ms"), _worst(floor.get(rate), "p99_ms")
+        w(
+            f"| p50 < {p50_t:g} ms and p99 < {p99_t:g} ms receipt->delivery at {rate} events/s, "
+            f"1 worker, 3 sinks | p50 {_f(p50, 1)} / p99 {_f(p99, 1)} ms (worst sink); floor "
+            f"(LPUSH/BRPOP) {_f(f50, 1)} / {_f(f99, 1)} ms; payrelay/floor "
+            f"{_ratio(p50, f50)} / {_ratio(p99, f99)} | {_ok(vf['met'])} |"
+        )
+    ba = e2e.get("before_after")
+    if ba:
+        w(
+            f"| one worker's throughput (pre-loaded backlog) >= {ba['target']:g} x before "
+            f"({ba['before_commit']}) | {_f(ba['after_events_per_s'])} / "
+            f"{_f(ba['before_events_per_s'])} events/s = **{ba['ratio']}** (by worker CPU per "
+            f"event {ba['ratio_cpu']}) | {_ok(ba['met'])} |"
+        )
+    sat = (e2e["throughput"][0] or {}).get("redis_saturation")
+    if sat:
+        w(
+            f"| Redis CPU per event; events/s at which one Redis core saturates | "
+            f"{_f(sat['redis_us_per_event'], 1)} µs ({_basis(sat)}); ~{_f(sat['events_per_s'])} "
+            "events/s | reported |"
+        )
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or not b else f"{a / b:.1f}"
+
+
+def _basis(sat: dict[str, Any]) -> str:
+    return "main thread" if sat.get("basis") == "main_thread_us" else "all threads"
+
+
+def _floor_section(w: Any, e2e: dict[str, Any]) -> None:
+    floor = e2e.get("floor_latency")
+    if not floor:
+        return
+    w("### The floor: one LPUSH, one BRPOP (bench/floor.py)\n")
+    w(
+        "The least a Redis-backed relay can do, run in the same run after the rows above (the "
+        "relay's worker stopped meanwhile): an aiohttp server that answers 200 after one `LPUSH` "
+        "of the receipt time and the body; one consumer process on `BRPOP` that POSTs each item "
+        "to the same three fake sinks concurrently (no signature check, dedupe, claim, retry, "
+        "rendering or log). Same load client, same rates and durations, same latency method "
+        "(http: from the receipt time written at the ingress, ms resolution; discord, slack: from "
+        "the client's send time).\n"
+    )
+    w(
+        "| offered/s | sink | floor p50 ms | floor p99 ms | payrelay p50 ms | payrelay p99 ms | "
+        "payrelay/floor p50 | payrelay/floor p99 | target p50 < 5, p99 < 25 ms |"
+    )
+    w("|---|---|---|---|---|---|---|---|---|")
+    for vf in e2e.get("versus_floor", []):
+        for sink, v in vf["sinks"].items():
+            w(
+                f"| {vf['rate']} | {sink} | {_f(v['floor_p50_ms'], 2)} | {_f(v['floor_p99_ms'], 2)} "
+                f"| {_f(v['relay_p50_ms'], 2)} | {_f(v['relay_p99_ms'], 2)} | "
+                f"{_f(v['ratio_p50'], 1)} | {_f(v['ratio_p99'], 1)} | {_ok(v['met'])} |"
+            )
+    w("")
+    w(
+        "Floor load: "
+        + "; ".join(
+            f"{r['rate']}/s: {r['load']['accepted']} accepted, achieved {r['load']['achieved_rate']}/s, "
+            f"ingress answer p50/p99 {_f(r['load'].get('answer_p50_ms'), 1)} / "
+            f"{_f(r['load'].get('answer_p99_ms'), 1)} ms, other CPUs busy {_f(r.get('other_cpus'), 2)}"
+            for r in floor
+        )
+        + ".\n"
+    )
+
+
+def _before_after_section(w: Any, e2e: dict[str, Any]) -> None:
+    ba = e2e.get("before_after")
+    if not ba:
+        return
+    w("### Before and after, in this run\n")
+    w(
+        f"One `relay worker` on a pre-loaded backlog of {ba['events']} events (stored by this "
+        "tree's ingress; the job format is the same), three sinks, default settings. *Before*: "
+        f"commit {ba['before_commit']} (bench/e2e.py `BEFORE_COMMIT`: the tip of main when the work "
+        "on issue 16 began), run from a git worktree (its worker imported "
+        f"`{ba['before_relay_file']}`). *After*: this tree, {ba['after_commit']} (imported "
+        f"`{ba['after_relay_file']}`). {ba['rounds']} run(s) each, interleaved (before, after, "
+        "then after, before, ...), so that noise from other work on the box falls on both.\n"
+    )
+    w(
+        "| run | round | events/s | worker CPU ms/event | Redis µs/event (worker, main thread) "
+        "| other CPUs busy |"
+    )
+    w("|---|---|---|---|---|---|")
+    for which in ("before", "after"):
+        for i, r in enumerate(ba[which]):
+            w(
+                f"| {which} | {i + 1} | {_f(r['events_per_s'])} | "
+                f"{_f(r['worker_cpu_ms_per_event'], 2)} | "
+                f"{_f((r.get('redis_cpu_worker') or {}).get('main_thread_us'), 1)} | "
+                f"{_f(r.get('other_cpus'), 2)} |"
+            )
+    w("")
+    w(
+        f"**after / before = {ba['ratio']}** by the median events/s "
+        f"({_f(ba['after_events_per_s'])} / {_f(ba['before_events_per_s'])}; per round "
+        f"{ba['ratio_per_round']}), **{ba['ratio_cpu']}** by the median worker CPU per event "
+        f"({ba['before_cpu_ms_per_event']:.2f} -> {ba['after_cpu_ms_per_event']:.2f} ms); "
+        f"target {ba['target']:g}: {_ok(ba['met'])}.\n"
+    )
+
+
+def _redis_cpu_section(w: Any, e2e: dict[str, Any]) -> None:
+    rows = [r for r in [*e2e["throughput"], e2e.get("throughput_log_warning")] if r]
+    if not rows or not rows[0].get("redis_cpu_worker"):
+        return
+    w("### Redis CPU per event, and where one Redis core saturates\n")
+    w(
+        "From `INFO cpu` deltas (`used_cpu_sys` + `used_cpu_user`: every thread; the `_main_thread` "
+        "fields: the one thread that runs commands, which is what saturates) over the ingress's "
+        "pre-load (its store script per webhook) and over the workers' drain, divided by the "
+        "events; `INFO commandstats` usec beside it (command execution only, no parsing or socket "
+        "I/O; a Lua script's inner commands are counted in its EVALSHA and again under their own "
+        "names). The bench's own polling (one HGETALL per 20 ms) is included and is < 1 µs per "
+        "event. Saturation = 10^6 / (ingress + worker main-thread µs per event).\n"
+    )
+    w(
+        "| run | ingress store µs/event (main / all threads) | worker drain µs/event (main / all) "
+        "| commandstats: scripts / all commands µs | one Redis core saturates at |"
+    )
+    w("|---|---|---|---|---|")
+    for t in rows:
+        ri, rw, sat = t["redis_cpu_ingress"], t["redis_cpu_worker"], t["redis_saturation"]
+        label = f"{t['workers']} worker{'s' if t['workers'] > 1 else ''}, {t['log_level']}"
+        w(
+            f"| {label} | {_f(ri['main_thread_us'], 1)} / {_f(ri['total_us'], 1)} | "
+            f"{_f(rw['main_thread_us'], 1)} / {_f(rw['total_us'], 1)} | "
+            f"{_f(rw['scripts_us'], 1)} / {_f(rw['commands_us_sum'], 1)} | "
+            f"**~{_f(sat['events_per_s'])} events/s** |"
+        )
+    w("")
+    by_name = rows[0]["redis_cpu_worker"].get("commands_us_by_name") or {}
+    if by_name:
+        w(
+            "Worker drain, commandstats µs per event by command (1 worker): "
+            + ", ".join(f"{k} {v}" for k, v in by_name.items())
+            + ".\n"
+        )
 
 
 def _loop(run_info: dict[str, Any] | None) -> str:
