@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if info is None and (RESULTS_DIR / "run.json").exists():
         info = json.loads((RESULTS_DIR / "run.json").read_text())
         if parts:  # a part was rerun alone: its figures are newer than the full run's
-            info["parts"] = [*info.get("parts", []), f"then rerun alone: {', '.join(parts)}"]
+            rerun = f"then rerun alone: {', '.join(parts)}"
+            kept = [p for p in info.get("parts", []) if not p.startswith(rerun)]
+            when = f"{m['date']}, git {m['git']}, {seconds:.0f} s"
+            info["parts"] = [*kept, f"{rerun} ({when})"]
             (RESULTS_DIR / "run.json").write_text(json.dumps(info))
     path = report.write(info)
     log(f"wrote {path} and {report.PNG} in {seconds:.0f}s total")

@@ -339,6 +339,14 @@ def tree_commit(tree: Path) -> str:
         text=True,
         check=False,
     ).stdout.strip()
+    code = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h", "--", "relay", "workers"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if code and code != head:
+        head += f" (relay/ and workers/ as of {code})"
     return head + (" + uncommitted changes in relay/ or workers/" if dirty else "")
 
 
@@ -722,6 +730,9 @@ def run(quick: bool = False, profile: bool = True) -> dict[str, Any]:
         f"ingress store + worker drain) -> one Redis core saturates at ~{sat['events_per_s']} "
         "events/s"
     )
+    from bench.common import machine
+
+    result["git"] = machine()["git"]
     save_result("e2e", result)
     return result
 

@@ -3,9 +3,9 @@
     python -m bench.floor server --redis URL --port N
     python -m bench.floor consumer --redis URL --sinks http://127.0.0.1:PORT
 
-`server`: an aiohttp app; POST /hooks/<source> reads the body, does one `LPUSH` of
-`<received_at>`, a newline and the body, and answers 200. No signature check, no dedupe, no durability beyond
-Redis's own append-only file.
+`server`: an aiohttp app; POST /hooks/<source> reads the body, does one `LPUSH` of the
+receipt time (RFC 3339, ms), a newline and the body, and answers 200. No signature check, no
+dedupe, no durability beyond Redis's own append-only file.
 
 `consumer`: one `BRPOP` loop; each item is POSTed to the same three fake sinks as the relay's
 (bench/sinks_server.py: http, discord, slack paths) concurrently, on one kept-alive aiohttp

@@ -291,6 +291,11 @@ def render(results: dict[str, Any], run_info: dict[str, Any] | None = None) -> s
 
     if e2e:
         w("## 2. End to end\n")
+        w(
+            f"This part's figures: finished {e2e.get('finished_at')}"
+            + (f", git {e2e['git']}" if e2e.get("git") else "")
+            + " (`python -m bench e2e`, which may postdate the machine table's full run).\n"
+        )
         if e2e.get("quick"):
             w(
                 "**These are `--quick` figures** (fewer events, shorter rates, one before/after "
