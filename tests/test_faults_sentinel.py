@@ -109,7 +109,13 @@ async def _ready(cluster: Cluster) -> bool:
                 replicas = await client.execute_command("SENTINEL", "REPLICAS", SERVICE)
             finally:
                 await client.aclose()
-            if not replicas:
+            # Raw RESP2 reply: one flat [name, value, ...] list per replica.
+            good = [
+                fields
+                for fields in (dict(zip(r[::2], r[1::2], strict=False)) for r in replicas)
+                if fields.get(b"flags") == b"slave" and fields.get(b"master-link-status") == b"ok"
+            ]
+            if not good:
                 return False
     except (OSError, redis.RedisError):
         return False
@@ -135,9 +141,7 @@ async def test_the_relay_client_follows_a_failover(cluster: Cluster) -> None:
         script = client.register_script("redis.call('SET', KEYS[1], ARGV[1]) return 1")
         assert await script(keys=["relay:probe"], args=["before"]) == 1
         before = await _primary_port(cluster.sentinels[0])
-        sentinel = redis.asyncio.Redis(port=cluster.sentinels[0], socket_timeout=5)
-        await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
-        await sentinel.aclose()
+        await _sentinel_failover(cluster)
 
         async def switched() -> bool:
             return await _primary_port(cluster.sentinels[0]) != before
@@ -251,14 +255,28 @@ def _timeline(flood: Flood, got: dict[str, float], failover_at: float) -> None:
         )
 
 
+async def _sentinel_failover(cluster: Cluster, within_s: float = 20.0) -> None:
+    """SENTINEL FAILOVER, asked again while the Sentinel answers NOGOODSLAVE: on a loaded
+    machine its view of the replica (refreshed by INFO every second or so) can lag."""
+    sentinel = redis.asyncio.Redis(port=cluster.sentinels[0], socket_timeout=5)
+    deadline = time.monotonic() + within_s
+    try:
+        while True:
+            try:
+                await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+                return
+            except redis.ResponseError as exc:
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.25)
+    finally:
+        await sentinel.aclose()
+
+
 async def _force_failover(cluster: Cluster) -> int:
     """SENTINEL FAILOVER; returns the new primary's port once the Sentinel names it."""
     before = await _primary_port(cluster.sentinels[0])
-    sentinel = redis.asyncio.Redis(port=cluster.sentinels[0], socket_timeout=5)
-    try:
-        await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
-    finally:
-        await sentinel.aclose()
+    await _sentinel_failover(cluster)
 
     async def switched() -> int:
         port = await _primary_port(cluster.sentinels[0])
