@@ -224,8 +224,11 @@ async def test_full_redis_sheds_then_drains_without_operator(
         assert memory.used_bytes is not None and memory.used_bytes < limit  # headroom kept
 
         # 2. Shedding is visible: /readyz names why, the 503s are counted, status is degraded.
-        status_code, answer = await readyz(web.url)
-        assert status_code == 503 and answer["error"] == "redis_memory_high", answer
+        async def not_ready() -> Any:
+            status_code, answer = await readyz(web.url)  # at the ingress's next reading
+            return status_code == 503 and answer.get("error") == "redis_memory_high"
+
+        await wait_for(not_ready, timeout=10, interval=0.2)
 
         async def counted() -> bool:
             raw = await redis.hget("relay:stats", "in:ivpay:unavailable")

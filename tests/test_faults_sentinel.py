@@ -66,7 +66,9 @@ class Cluster:
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                # Long enough that a loaded machine does not look like a dead primary (a second,
+                # unforced failover); SENTINEL FAILOVER itself does not wait for it.
+                f"sentinel down-after-milliseconds {SERVICE} 5000\n"
                 f"sentinel failover-timeout {SERVICE} 4000\n"
             )
             self._run(str(conf), "--sentinel")
