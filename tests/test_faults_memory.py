@@ -92,15 +92,20 @@ class Flood:
 
     async def _sender(self, session: aiohttp.ClientSession) -> None:
         while not self.stop.is_set():
-            i, self.next = self.next, self.next + 1
-            status, retry_after = await post(session, self.url, i)
-            if status == 200:
-                self.accepted.add(i)
-            elif status == 503 and retry_after == "5":
-                self.shed.add(i)
+            if await self.send_one(session) == 503:
                 await asyncio.sleep(0.2)  # a provider backs off too
-            else:
-                self.other.append(status)
+
+    async def send_one(self, session: aiohttp.ClientSession) -> int:
+        """Post the next new webhook once and file it by its answer; returns the status."""
+        i, self.next = self.next, self.next + 1
+        status, retry_after = await post(session, self.url, i)
+        if status == 200:
+            self.accepted.add(i)
+        elif status == 503 and retry_after == "5":
+            self.shed.add(i)
+        else:
+            self.other.append(status)
+        return status
 
 
 async def post(session: aiohttp.ClientSession, url: str, i: int) -> tuple[int, str | None]:
@@ -140,14 +145,7 @@ async def _over_the_line_at_rest(redis: Any, flood: Flood) -> None:
             await asyncio.sleep(0.3)  # let the last connections close
             if memory_message(await read_memory(redis), 0.9):
                 return
-            i, flood.next = flood.next, flood.next + 1
-            status, retry_after = await post(session, flood.url, i)
-            if status == 200:
-                flood.accepted.add(i)
-            elif status == 503 and retry_after == "5":
-                flood.shed.add(i)
-            else:
-                flood.other.append(status)
+            await flood.send_one(session)
     raise AssertionError("Redis never read over the shed line at rest")
 
 
