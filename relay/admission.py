@@ -8,10 +8,11 @@ own requests within one request, which is what bounds the cost):
   holds a worker slot for its whole timeout; without a cap a hung sink at 30 events/s with a
   15 s timeout wants 450 slots, takes all 200, and every other sink waits behind it. Past
   the cap a delivery is not sent. While the sink's last answer was a success and it answered
-  within the last BUSY_SILENCE_S, it is only busy (a burst, e.g. a resume releasing held
-  deliveries): the delivery waits about a second without using an attempt. Otherwise the sink is sick: it is an attempt that failed
-  fast ("saturated"), retried on the sink's schedule like a timeout would have been, without
-  holding a slot.
+  within the last BUSY_SILENCE_S, it is only busy (a burst: a resume releasing held
+  deliveries, a backlog drained): the delivery waits in the job for a slot, up to
+  BUSY_WAIT_S, then is rescheduled to come back in a second or two without using an attempt.
+  Otherwise the sink is sick: it is an attempt that failed fast ("saturated"), retried on the
+  sink's schedule like a timeout would have been, without holding a slot.
 - **429.** After a sink answers 429, nothing more is sent to it until the wait it asked for
   has passed, then one request a second (`PROBE_INTERVAL_S`) until one succeeds. Deliveries
   held back wait without using an attempt, as a 429 itself does (SPEC 6). A 429 storm then
@@ -20,16 +21,19 @@ own requests within one request, which is what bounds the cost):
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.sinks import Delivered, Outcome, RetryLater
 
+_BUSY = "busy: "  # the reason of a delivery refused because its healthy sink is at its cap
 PROBE_INTERVAL_S = 1.0  # after a 429 storm: one request a second until the sink answers 2xx
 MAX_HOLD_SPREAD_S = 60.0
 DEFAULT_RATE_WAIT_S = 5.0  # a 429 that says nothing about when to come back
-BUSY_WAIT_S = 1.0  # a delivery to a busy (healthy, at its cap) sink looks again this soon
+BUSY_WAIT_S = 1.0  # how long a delivery to a busy (healthy, at its cap) sink waits for a slot
 BUSY_SILENCE_S = 1.0  # no answer for this long with requests out: not busy but sick
 
 
@@ -42,6 +46,8 @@ class _SinkState:
     held: int = 0  # deliveries held back since the last 2xx: spreads their next look
     answering: bool = True  # the last answer was a success (or none came yet)
     last_heard: float = 0.0  # monotonic: the last answer, or the first request after idling
+    # Deliveries waiting in their job for a slot, first come first served (`Admission.admit`).
+    waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
 
     def hold(self, until: float, now: float, reason: str) -> RetryLater:
         # Held deliveries come back spread over a window that grows with how many were held,
@@ -65,6 +71,29 @@ class Admission:
     def in_flight(self, sink: str) -> int:
         return self._state(sink).in_flight
 
+    async def admit(self, sink: str) -> RetryLater | None:
+        """As `enter`, but a delivery to a busy sink waits for a slot (up to BUSY_WAIT_S)
+        instead of being rescheduled at once: a backlog drained at full speed keeps a healthy
+        sink at its cap, and a reschedule costs a job run a second or two later."""
+        refused = self.enter(sink)
+        if refused is None or not refused.reason.startswith(_BUSY):
+            return refused
+        state, loop = self._state(sink), asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT_S
+        while refused is not None and refused.reason.startswith(_BUSY):
+            waiter: asyncio.Future[None] = loop.create_future()
+            state.waiters.append(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                return refused
+            finally:
+                if not waiter.done():
+                    state.waiters.remove(waiter)
+            refused = self.enter(sink)
+        return refused
+
     def enter(self, sink: str) -> RetryLater | None:
         """None: go ahead (and call `leave` after). Else the outcome to record instead."""
         state, now = self._state(sink), time.monotonic()
@@ -84,7 +113,7 @@ class Admission:
         if cap is not None and state.in_flight >= cap:
             if state.answering and now - state.last_heard < BUSY_SILENCE_S:
                 return RetryLater(
-                    f"busy: {cap} requests to this sink already in flight",
+                    f"{_BUSY}{cap} requests to this sink already in flight",
                     after=BUSY_WAIT_S + random.uniform(0, BUSY_WAIT_S),
                     rate_limited=True,
                 )
@@ -102,6 +131,11 @@ class Admission:
         state = self._state(sink)
         state.in_flight -= 1
         state.last_heard = time.monotonic()
+        while state.waiters:  # the freed slot goes to the longest-waiting delivery
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
         if not (isinstance(outcome, RetryLater) and outcome.rate_limited):
             state.answering = isinstance(outcome, Delivered)
         if isinstance(outcome, Delivered):

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from redis.exceptions import RedisError
 
@@ -52,6 +51,7 @@ from relay.logs import get_logger
 from relay.monitor import take_snapshot
 from relay.redact import known, redact
 from relay.sinks import Delivered, RetryLater, Sink
+from relay.sinks.client import SinkClient
 
 if TYPE_CHECKING:
     from relay.config.model import LoadedConfig
@@ -184,7 +184,7 @@ class Outbox:
         keys: Keys,
         lease: Lease,
         sinks: Mapping[str, Sink],
-        session: aiohttp.ClientSession,
+        client: SinkClient,
         secrets: Iterable[str],
         interval: float,
     ) -> None:
@@ -192,7 +192,7 @@ class Outbox:
         self.keys = keys
         self.lease = lease
         self.sinks = sinks
-        self.session = session
+        self.client = client
         self.secrets = tuple(secrets)
         self.interval = interval
         self.key = alert_outbox(keys)
@@ -261,7 +261,7 @@ class Outbox:
         alert = entry["alert"]
         try:
             outcome = await sink.deliver(
-                self.session, StoredEvent(orjson.dumps(alert)), entry["tries"] + 1
+                self.client, StoredEvent(orjson.dumps(alert)), entry["tries"] + 1
             )
         except Exception as exc:  # noqa: BLE001 - a sink bug: retried like a failed send
             outcome = RetryLater(f"internal error in sink: {type(exc).__name__}")
@@ -341,7 +341,7 @@ class Evaluator:
         redis: Any,
         loaded: LoadedConfig,
         sinks: Mapping[str, Sink],
-        session: aiohttp.ClientSession,
+        client: SinkClient,
         owner: str,
         *,
         standby: bool = False,
@@ -356,7 +356,7 @@ class Evaluator:
         self.interval = self.config.alerts.interval
         self.lease = Lease(redis, self.keys, self.owner, self.interval)
         self.outbox = Outbox(
-            redis, self.keys, self.lease, sinks, session, loaded.secrets, self.interval
+            redis, self.keys, self.lease, sinks, client, loaded.secrets, self.interval
         )
         self.task: asyncio.Task[None] | None = None
 

@@ -16,8 +16,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
-
 from relay import clock, pause
 from relay.admission import DEFAULT_RATE_WAIT_S, Admission
 from relay.attempt import Attempt, next_delay, state_ttl_s
@@ -41,7 +39,9 @@ from relay.ratelimit import RateLimiter
 from relay.reconcile_api import reconciling
 from relay.redact import redact
 from relay.routing import route
+from relay.script_batcher import ScriptBatcher
 from relay.sinks import Delivered, Failed, Outcome, RetryLater, Sink
+from relay.sinks.client import SinkClient
 
 log = get_logger("relay.worker")
 
@@ -87,17 +87,18 @@ class Pipeline:
         redis: Any,
         config: RelayConfig,
         sinks: dict[str, Sink],
-        session: aiohttp.ClientSession,
+        client: SinkClient,
     ) -> None:
         self.redis = redis
         self.config = config
         self.keys = Keys(config.key_prefix)
         self.sinks = sinks
-        self.session = session
+        self.client = client  # the sinks' HTTP client (relay.sinks.client)
         self.dlq = DeadLetterQueue(redis, self.keys, config.dlq.max_entries)
         self.limiter = RateLimiter(redis)
-        self._claim = redis.register_script(ledger.CLAIM)
-        self._delivered = redis.register_script(_DELIVERED)
+        # Concurrent jobs' claims and delivered marks share round trips (relay.script_batcher).
+        self._claim = ScriptBatcher(redis, ledger.CLAIM, max_in_flight=2)
+        self._delivered = ScriptBatcher(redis, _DELIVERED, max_in_flight=2)
         self._owner = redis.register_script(_OWNER)
         self._hold = redis.register_script(pause.HOLD)
         self.log_gate = LogGate(config)  # retention_s 0: write no log (relay.ledger.gate)
@@ -285,13 +286,13 @@ class Pipeline:
             wait = await self._rate_slot(attempt.sink, limit)
             if wait > 0:
                 return RetryLater("rate limit", after=wait, rate_limited=True)
-        refused = self.admission.enter(attempt.sink)
+        refused = await self.admission.admit(attempt.sink)
         if refused is not None:
             return refused
         outcome: Outcome | None = None
         started = time.monotonic()
         try:
-            outcome = await sink.deliver(self.session, attempt.event, attempt.number)
+            outcome = await sink.deliver(self.client, attempt.event, attempt.number)
             outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000))
         except Exception as exc:  # a sink bug: retry on schedule, then dead-letter
             log.exception("sink raised", sink=attempt.sink, event_id=attempt.event.id)

@@ -8,7 +8,6 @@ concurrent requests share one round trip (ScriptBatcher).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 from dataclasses import dataclass
@@ -17,13 +16,13 @@ from typing import Any
 import msgpack
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
-from redis.exceptions import NoScriptError
 
 from relay import clock
 from relay.clock import LUA_NOW_MS
 from relay.inbound import InboundRequest
 from relay.keys import INBOUND_JOB_TTL_S, Keys, delivery_job_id, inbound_stat, sink_of_job
-from relay.redis import ReplicaAck, replica_ack
+from relay.redis import replica_ack
+from relay.script_batcher import ScriptBatcher
 
 __all__ = ["delivery_job_id", "sink_of_job"]  # re-exported: the job format lives in keys
 
@@ -99,74 +98,6 @@ def job_to_request(job: dict[str, Any]) -> InboundRequest:
 class Stored:
     id: str
     duplicate: bool
-
-
-class ScriptBatcher:
-    """Runs one Lua script for many concurrent callers in one round trip.
-
-    Every call made in the same event-loop turn joins one pipeline (`transaction=False`: each
-    script is atomic on its own) sent by one task; each caller awaits its own script's answer,
-    so a webhook is still answered only after its own store ran. Under load this is one socket
-    write and read for dozens of webhooks instead of one each: redis-py's per-command cost, not
-    Redis, bounds the ingress (measured in docs/benchmarks.md). No library batches this way.
-    """
-
-    def __init__(self, redis: Any, source: str, replica: ReplicaAck | None = None) -> None:
-        self.redis = redis
-        self.script = redis.register_script(source)
-        self.replica = replica  # Sentinel: WAIT for a replica (relay.redis.ReplicaAck)
-        self._pending: list[tuple[list[Any], list[Any], asyncio.Future[Any]]] = []
-
-    def __call__(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((keys, args, future))
-        return future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._run(batch))
-        task.add_done_callback(_BACKGROUND.discard)
-        _BACKGROUND.add(task)  # keep a reference: the loop holds tasks only weakly
-
-    async def _run(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._execute(batch)
-        except Exception as exc:  # noqa: BLE001 - every caller gets the error (-> 503)
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if future.done():  # the caller gave up (timeout): its script may still have run
-                continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
-
-    async def _execute(
-        self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]
-    ) -> list[Any]:
-        for _ in range(2):
-            required = self.replica is not None and self.replica.required()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args, _ in batch:
-                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
-                if self.replica is not None:
-                    pipe.execute_command("WAIT", 1, self.replica.wait_ms(required))
-                results: list[Any] = await pipe.execute(raise_on_error=False)
-            if self.replica is not None:
-                self.replica.check(results.pop(), required)  # else every caller gets a 503
-            if not any(isinstance(r, NoScriptError) for r in results):
-                return results
-            await self.redis.script_load(self.script.script)  # a restarted Redis forgot it
-        return results
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 class InboundStore:

@@ -129,6 +129,13 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 
 
 MASTER_RECHECK_S = 0.2  # how stale a pool's idea of the primary may get (one Sentinel query)
+SENTINELS_ASKED_S = 1.0  # a Sentinel slower than this is left out of that check
+_UNSETTLED = {"s_down", "o_down", "failover_in_progress"}  # a primary's flags in a failover
+
+
+def _flags(state: dict[str, Any]) -> set[str]:
+    flags = state.get("flags", "")
+    return set(flags.split(",")) if isinstance(flags, str) else set(flags)
 
 
 class FollowingPool(SentinelConnectionPool):
@@ -144,6 +151,9 @@ class FollowingPool(SentinelConnectionPool):
 
     _checked_at = 0.0
     _recheck: asyncio.Task[None] | None = None
+    # What every Sentinel that answered said at the last check: the primary's address, and
+    # whether none saw it down or failing over (None: no answer yet). See `settled`.
+    _agreement: tuple[Any, bool] | None = None
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         now = time.monotonic()
@@ -170,6 +180,32 @@ class FollowingPool(SentinelConnectionPool):
         # know (its commands say if it is gone).
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
             await self.get_master_address()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SENTINELS_ASKED_S):
+                await self._ask_every_sentinel()
+
+    async def _ask_every_sentinel(self) -> None:
+        sentinels = self.sentinel_manager.sentinels
+        answers = await asyncio.gather(
+            *(s.sentinel_master(self.service_name) for s in sentinels), return_exceptions=True
+        )
+        states = [a for a in answers if isinstance(a, dict)]
+        if not states:
+            return  # none answered: what we knew stands
+        addresses = {(state.get("ip"), state.get("port")) for state in states}
+        calm = not any(_UNSETTLED & _flags(state) for state in states)
+        address = addresses.pop() if len(addresses) == 1 else None
+        self._agreement = (address, calm)
+
+    def settled(self) -> bool:
+        """Every Sentinel that answered names our primary, and none sees it down or failing
+        over. During a failover they disagree for a second or two (the others learn the new
+        primary from the leader's hello messages), and meanwhile either primary may be the
+        one Redis discards (relay.redis.ReplicaAck)."""
+        if self._agreement is None:
+            return True  # not asked yet (the first moments of a process)
+        address, calm = self._agreement
+        return calm and address == self.master_address
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
         if inuse_connections and self._recheck is not None:  # closing (Redis.aclose)
@@ -195,9 +231,15 @@ class ReplicaAck:
     meanwhile clients still write to the old primary, and Redis drops those writes when it
     converts it to a replica (measured: ~1 s of 200-answered webhooks lost). Such a write is
     acked by no replica (the promoted one left), so it is answered 503 instead of 200 and the
-    provider's retry lands on the new primary. Required only while a replica acked on this
-    same primary in the last REPLICA_GRACE_S: a primary that lost its replica for good, or a
-    new one whose replica has not joined yet, stores without (as it would without Sentinel)."""
+    provider's retry lands on the new primary.
+
+    Required while a replica acked on this same primary in the last REPLICA_GRACE_S, and
+    whenever the Sentinels are not settled on this primary (`FollowingPool.settled`: they
+    disagree, or see it down or failing over). The second rule covers what the grace misses:
+    an old primary still taking writes after the grace ran out (the Sentinels convert it only
+    when they next look, seconds later), and a new primary judged down before its replica
+    synced (a second failover on a loaded machine). A primary that lost its replica for good
+    while the Sentinels agree on it stores without (as it would without Sentinel)."""
 
     def __init__(self, client: Any) -> None:
         self.pool = client.connection_pool
@@ -209,7 +251,7 @@ class ReplicaAck:
 
     def required(self) -> bool:
         recent = time.monotonic() - self._acked_at < REPLICA_GRACE_S
-        return recent and self._acked_on == self.pool.master_address
+        return (recent and self._acked_on == self.pool.master_address) or not self.pool.settled()
 
     def check(self, replicas: Any, required: bool) -> None:
         """After a write's `WAIT`: NotReplicated if a required ack did not come."""

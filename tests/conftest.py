@@ -1,6 +1,6 @@
 """Shared fixtures: a real redis-server the suite starts itself, config builders, the ingress,
 an in-process worker, and the "realistic" monitoring state. The fake sink server's fixtures
-(`sink_server`, `http_session`) live in tests/sink_servers.py, registered below as a plugin:
+(`sink_server`, `sink_client`) live in tests/sink_servers.py, registered below as a plugin:
 no test module imports a fixture."""
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 webhook.
 
 For sink unit tests and end-to-end worker tests. This module is a pytest plugin (registered in
-tests/conftest.py), so its fixtures `sink_server` and `http_session` are there for every test
+tests/conftest.py), so its fixtures `sink_server` and `sink_client` are there for every test
 without an import; import only the helpers:
 
     from tests.sink_servers import Reply, SinkServer
 
-    async def test_x(sink_server: SinkServer, http_session: aiohttp.ClientSession) -> None:
+    async def test_x(sink_server: SinkServer, sink_client: SinkClient) -> None:
         url = sink_server.discord_url()                 # or .slack_url(), .url("/shop")
         sink_server.script(url, [Reply.discord_rate_limited(0.5), 500])  # then the defaults
         ...
@@ -44,11 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
 from relay.events import PaymentEvent, StoredEvent
+from relay.sinks.client import SinkClient
 
 DISCORD_PREFIX = "/api/webhooks/"
 SLACK_PREFIX = "/services/"
@@ -542,10 +542,10 @@ async def sink_server() -> AsyncIterator[SinkServer]:
 
 
 @pytest_asyncio.fixture
-async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
-    """A real aiohttp client session, as the worker uses."""
-    async with aiohttp.ClientSession() as session:
-        yield session
+async def sink_client() -> AsyncIterator[SinkClient]:
+    """The sinks' real HTTP client (relay.sinks.client), as the worker uses."""
+    async with SinkClient() as client:
+        yield client
 
 
 __all__ = [

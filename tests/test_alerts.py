@@ -248,7 +248,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.rule}-{c.subject}" for c in CASES])
 async def test_each_rule_fires_once_clears_once_and_survives_a_restart(
-    case: Case, redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any,
+    case: Case, redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any,
     ingress: Any,
 ) -> None:  # fmt: skip
     """Fires once when the condition holds, not again within `repeat` nor after a restart,
@@ -257,7 +257,7 @@ async def test_each_rule_fires_once_clears_once_and_survives_a_restart(
     raw["sinks"]["shop"].update(case.shop or {})
     raw["sources"]["ivpay"].update(case.ivpay or {})
     loaded = config_factory(raw)
-    harness = Harness(redis, loaded, http_session)
+    harness = Harness(redis, loaded, sink_client)
     ctx = Ctx(redis, await redis_now(redis), await ingress(raw), harness)
     try:
         assert await harness.round(ctx.t0) == []  # baselines: nothing yet
@@ -295,12 +295,12 @@ async def test_each_rule_fires_once_clears_once_and_survives_a_restart(
 
 
 async def test_the_sink_an_alert_is_about_never_receives_it(
-    redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any
+    redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Discord (`ops`) failing: its alert goes to the other `to:` sinks, never to `ops`; with
     `ops` the only one, it is logged, and the log says why it was not sent."""
     raw = raw_config(sink_server, {"sink_failing": "5s"})
-    harness = Harness(redis, config_factory(raw), http_session)
+    harness = Harness(redis, config_factory(raw), sink_client)
     t0 = await redis_now(redis)
     await failing(redis, "ops", t0)
     await harness.round(t0)
@@ -313,7 +313,7 @@ async def test_the_sink_an_alert_is_about_never_receives_it(
     await redis.flushdb()
     sink_server.reset()
     raw["alerts"]["to"] = ["ops"]
-    harness = Harness(redis, config_factory(raw), http_session)
+    harness = Harness(redis, config_factory(raw), sink_client)
     await failing(redis, "ops", t0)
     await harness.round(t0)
     with structlog.testing.capture_logs() as logs:
@@ -326,12 +326,12 @@ async def test_the_sink_an_alert_is_about_never_receives_it(
 
 
 async def test_an_alert_that_cannot_be_sent_is_retried_not_lost(
-    redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any
+    redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Discord answers 500 twice: the alert stays in the outbox, is retried with backoff and
     sent once; the other sinks got it at once."""
     raw = raw_config(sink_server, {"sink_gone": True})
-    harness = Harness(redis, config_factory(raw), http_session)
+    harness = Harness(redis, config_factory(raw), sink_client)
     sink_server.script(sink_server.discord_url(), [500, Reply.error(503)])
     await _gone(Ctx(redis, await redis_now(redis)))
     with structlog.testing.capture_logs() as logs:
@@ -444,13 +444,13 @@ async def test_auto_pause_holds_every_delivery_and_resume_sends_them(
 
 
 async def test_messages_name_rule_subject_figure_and_what_to_do(
-    redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any, ingress: Any
+    redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any, ingress: Any
 ) -> None:
     """bad_signatures: Discord (an embed, pinging no one), Slack (escaped text and blocks)
     and http (the alert's JSON, signed per Standard Webhooks) name the rule, the source, the
     count and the threshold, the reason given, and say to check the secret of the source."""
     raw = raw_config(sink_server, {"bad_signatures": "2/10m"})
-    harness = Harness(redis, config_factory(raw), http_session)
+    harness = Harness(redis, config_factory(raw), sink_client)
     client = await ingress(raw)
     for _ in range(2):
         await client.post("/hooks/ivpay", data=b"{}", headers={"X-API-KEY": "<@everyone>"})
@@ -483,7 +483,7 @@ async def test_messages_name_rule_subject_figure_and_what_to_do(
 
 
 async def test_the_last_error_is_redacted_and_escaped(
-    redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any
+    redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any
 ) -> None:
     """A last error holding a sink URL with its token shows only the host; its markup cannot
     ping anyone on Discord or Slack, nor format the message."""
@@ -493,7 +493,7 @@ async def test_the_last_error_is_redacted_and_escaped(
         "url": sink_server.url("/spare"),
         "secret": MONITOR_WHSEC,
     }
-    harness = Harness(redis, config_factory(raw), http_session)
+    harness = Harness(redis, config_factory(raw), sink_client)
     t0 = await redis_now(redis)
     await failing(redis, "spare", t0)
     secret_url = sink_server.discord_url()
@@ -517,12 +517,12 @@ async def test_the_last_error_is_redacted_and_escaped(
 
 
 async def test_firing_alerts_show_in_status_page_and_metrics(
-    redis: Any, config_factory: Any, sink_server: SinkServer, http_session: Any
+    redis: Any, config_factory: Any, sink_server: SinkServer, sink_client: Any
 ) -> None:
     """`relay status`, /status and `relay_alerts_firing{rule,subject}` read it from the
     snapshot: 1 while firing, 0 once cleared."""
     loaded = config_factory(raw_config(sink_server, {"sink_gone": True}, to=[]))
-    harness = Harness(redis, loaded, http_session)
+    harness = Harness(redis, loaded, sink_client)
     t0 = await redis_now(redis)
     await _gone(Ctx(redis, t0))
     await harness.round(t0)

@@ -28,7 +28,7 @@ import redis.asyncio
 
 from relay.embedded import free_port, redis_server_binary
 from relay.events import event_id
-from relay.redis import connect, parse_sentinel_url
+from relay.redis import FollowingPool, connect, parse_sentinel_url, replica_ack
 from tests.conftest import TEST_SECRETS, wait_for
 from tests.processes import RelayProcess, write_config
 
@@ -173,6 +173,48 @@ async def test_the_relay_client_follows_a_failover(cluster: Cluster) -> None:
         assert (await client.info("replication"))["role"] == "master"
     finally:
         await client.aclose()
+
+
+async def test_a_store_needs_a_replica_while_the_sentinels_are_unsettled(cluster: Cluster) -> None:
+    """ReplicaAck's second rule: while a Sentinel sees the primary down (here one Sentinel with
+    a 100 ms down-after and a primary paused for 1.5 s: no failover, as the quorum is 2), the
+    pool is not settled and a store needs a replica's ack; once the primary answers again and
+    the Sentinels agree, it is settled. (This ReplicaAck has seen no ack, so the first rule,
+    a recent ack on this primary, is out of play.)"""
+    await wait_for(lambda: _ready(cluster), timeout=30, interval=0.5)
+    client = connect(cluster.url)
+    pool = client.connection_pool
+    ack = replica_ack(client)
+    assert isinstance(pool, FollowingPool) and ack is not None
+    sentinel = redis.asyncio.Redis(port=cluster.sentinels[0], socket_timeout=2)
+    sleeper = redis.asyncio.Redis(port=cluster.primary, socket_timeout=5)  # pauses the primary
+    try:
+        await client.set("relay:probe", "1")
+
+        async def settled() -> bool:
+            await pool._ask_every_sentinel()
+            return pool.settled()
+
+        await wait_for(settled, timeout=10, interval=0.1)
+        assert not ack.required()  # no replica acked yet on this pool: only the second rule
+        await sentinel.execute_command("SENTINEL", "SET", SERVICE, "down-after-milliseconds", "100")
+        await sleeper.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # Sentinels' PINGs too
+        seen_unsettled, awake_at = False, time.monotonic() + 1.5
+        while time.monotonic() < awake_at:
+            seen_unsettled = seen_unsettled or not await settled()
+            if seen_unsettled:
+                assert ack.required()
+            await asyncio.sleep(0.05)
+        assert seen_unsettled
+        await wait_for(settled, timeout=10, interval=0.1)
+        assert not ack.required()
+    finally:
+        with contextlib.suppress(redis.RedisError, OSError):
+            await sentinel.execute_command(
+                "SENTINEL", "SET", SERVICE, "down-after-milliseconds", "5000"
+            )
+        for c in (sentinel, sleeper, client):
+            await c.aclose()
 
 
 # --- a failover under a full relay load (issue 16) ------------------------------------------

@@ -25,7 +25,7 @@ from relay.sinks.slack import SlackSink, SlackSinkConfig
 from tests.conftest import TEST_SECRETS
 from tests.sink_servers import Reply, SinkServer, payment_event
 
-pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and sink_client fixtures
 
 NOW = 1_726_248_786.0
 
@@ -143,34 +143,34 @@ def assert_wait(outcome: Any, expected: float | None) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), HEADER_CASES)
 async def test_http_sink_429(
-    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+    sink_server: SinkServer, sink_client: Any, value: str, expected: float | None
 ) -> None:
     """A merchant's 429 with each Retry-After: a sane wait, at least 1 s, or absent."""
     url = sink_server.url("/shop")
     sink_server.script(url, [Reply(429, "slow down", {"Retry-After": header_value(value)})])
-    assert_wait(await http_sink(url).deliver(http_session, payment_event(), 1), expected)
+    assert_wait(await http_sink(url).deliver(sink_client, payment_event(), 1), expected)
 
 
 @pytest.mark.parametrize(("value", "expected"), HEADER_CASES)
 async def test_slack_sink_429(
-    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+    sink_server: SinkServer, sink_client: Any, value: str, expected: float | None
 ) -> None:
     """Slack's 429 (Retry-After only) is read the same way."""
     url = sink_server.slack_url()
     sink_server.script(url, [Reply.rate_limited(header_value(value))])
-    assert_wait(await slack_sink(url).deliver(http_session, payment_event(), 1), expected)
+    assert_wait(await slack_sink(url).deliver(sink_client, payment_event(), 1), expected)
 
 
 @pytest.mark.parametrize(
     ("value", "expected"), [("0", 0.0), ("inf", None), ("-5", None), ("30", 30.0)]
 )
 async def test_5xx_retry_after_has_no_floor(
-    sink_server: SinkServer, http_session: Any, value: str, expected: float | None
+    sink_server: SinkServer, sink_client: Any, value: str, expected: float | None
 ) -> None:
     """A 503's Retry-After is only a lower bound for the schedule: no floor, same sanity."""
     url = sink_server.url("/shop")
     sink_server.script(url, [Reply(503, "busy", {"Retry-After": value})])
-    outcome = await http_sink(url).deliver(http_session, payment_event(), 1)
+    outcome = await http_sink(url).deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, RetryLater) and not outcome.rate_limited
     assert outcome.after == expected
 
@@ -211,7 +211,7 @@ def discord_429(retry_after: str, header: str | None = None) -> Reply:
 )
 async def test_discord_429(
     sink_server: SinkServer,
-    http_session: Any,
+    sink_client: Any,
     retry_after: str,
     header: str | None,
     expected: float | None,
@@ -220,6 +220,6 @@ async def test_discord_429(
     never less than 1 s."""
     url = sink_server.discord_url()
     sink_server.script(url, [discord_429(retry_after, header)])
-    outcome = await discord_sink(url).deliver(http_session, payment_event(), 1)
+    outcome = await discord_sink(url).deliver(sink_client, payment_event(), 1)
     assert_wait(outcome, expected)
     assert outcome.reason == "rate limited (429)"

@@ -6,7 +6,6 @@ import random
 import time
 from typing import Any
 
-import aiohttp
 from arq.constants import job_key_prefix, retry_key_prefix
 
 from relay.attempt import Attempt, next_delay
@@ -16,6 +15,7 @@ from relay.events import PaymentEvent, StoredEvent
 from relay.keys import Keys
 from relay.queue import deserialize
 from relay.sinks import SINKS, RetryLater
+from relay.sinks.client import SinkClient
 from tests.conftest import TEST_SECRETS, wait_for, worker_idle
 from workers.settings import MAX_TRIES
 
@@ -68,8 +68,8 @@ async def test_every_retry_job_outlives_its_wait(config_factory: Any, redis: Any
     }
     loaded = config_factory({"sinks": {"shop": shop}})
     sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in loaded.config.sinks.items()}
-    async with aiohttp.ClientSession() as session:
-        pipeline = Pipeline(redis, loaded.config, sinks, session)
+    async with SinkClient() as client:
+        pipeline = Pipeline(redis, loaded.config, sinks, client)
         event = PaymentEvent.build(
             source="ivpay",
             provider="ivpay",

@@ -13,7 +13,7 @@ from relay.sinks.base import Delivered, Failed, RetryLater
 from relay.sinks.discord import DiscordSink, DiscordSinkConfig
 from tests.sink_servers import Reply, SinkServer, discord_pings, discord_violations, payment_event
 
-pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and sink_client fixtures
 
 
 def make_sink(url: str, **options: Any) -> DiscordSink:
@@ -44,20 +44,20 @@ def test_registered() -> None:
     assert SINKS["discord"] is DiscordSink
 
 
-async def test_posts_with_wait_true(sink_server: SinkServer, http_session: Any) -> None:
+async def test_posts_with_wait_true(sink_server: SinkServer, sink_client: Any) -> None:
     """The webhook is executed with ?wait=true so Discord confirms the message was saved."""
-    outcome, request = await send(sink_server, http_session)
+    outcome, request = await send(sink_server, sink_client)
     assert outcome == Delivered(200)
     assert request.query == {"wait": "true"} and request.violations == []
     assert request.headers["content-type"] == "application/json"
 
 
 async def test_existing_query_and_thread_id_are_kept(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Query parameters already in the URL survive, and `thread_id` posts into a thread."""
     url = sink_server.discord_url() + "?with_components=true"
-    _, request = await send(sink_server, http_session, url=url, thread_id=998877665544332211)
+    _, request = await send(sink_server, sink_client, url=url, thread_id=998877665544332211)
     assert request.query == {
         "with_components": "true",
         "wait": "true",
@@ -65,16 +65,16 @@ async def test_existing_query_and_thread_id_are_kept(
     }
 
 
-async def test_allowed_mentions_parse_nothing(sink_server: SinkServer, http_session: Any) -> None:
+async def test_allowed_mentions_parse_nothing(sink_server: SinkServer, sink_client: Any) -> None:
     """Every message says allowed_mentions {"parse": []}."""
-    _, request = await send(sink_server, http_session)
+    _, request = await send(sink_server, sink_client)
     assert request.json()["allowed_mentions"] == {"parse": []}
 
 
 @pytest.mark.parametrize("kind", ["payment.completed", "payment.paid"])
-async def test_coinable_line(sink_server: SinkServer, http_session: Any, kind: str) -> None:
+async def test_coinable_line(sink_server: SinkServer, sink_client: Any, kind: str) -> None:
     """A successful payment reads like Coinable's line."""
-    _, request = await send(sink_server, http_session, payment_event(kind))
+    _, request = await send(sink_server, sink_client, payment_event(kind))
     assert (
         request.json()["content"]
         == "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
@@ -82,18 +82,18 @@ async def test_coinable_line(sink_server: SinkServer, http_session: Any, kind: s
 
 
 async def test_line_without_amount_or_description(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Missing amount and description degrade to the order reference."""
     event = payment_event("payment.paid", payment={"amount": None, "description": None})
-    _, request = await send(sink_server, http_session, event)
+    _, request = await send(sink_server, sink_client, event)
     assert request.json()["content"] == "[Acme Store]: New successful payment for order order-1001."
 
 
-async def test_line_of_other_types(sink_server: SinkServer, http_session: Any) -> None:
+async def test_line_of_other_types(sink_server: SinkServer, sink_client: Any) -> None:
     """Other event types get a similar short line."""
     event = payment_event("payment.expired", payment={"description": None})
-    _, request = await send(sink_server, http_session, event)
+    _, request = await send(sink_server, sink_client, event)
     assert (
         request.json()["content"]
         == "[Acme Store]: Payment expired for 0.86 SOL for order order-1001."
@@ -108,11 +108,11 @@ def review_event(reason: str, **payment: Any) -> Any:
 
 @pytest.mark.parametrize("reason", ["underpaid", "overpaid", "late"])
 async def test_review_line_says_what_was_received(
-    sink_server: SinkServer, http_session: Any, reason: str
+    sink_server: SinkServer, sink_client: Any, reason: str
 ) -> None:
     """A review for an amount mismatch says `underpaid: received X of Y` (issue 11), and the
     embed names the reason and shows what was received."""
-    _, request = await send(sink_server, http_session, review_event(reason))
+    _, request = await send(sink_server, sink_client, review_event(reason))
     payload = request.json()
     assert payload["content"] == (
         f"[Acme Store]: Payment needs review ({reason}: received 0.5 of 0.86 SOL) "
@@ -126,7 +126,7 @@ async def test_review_line_says_what_was_received(
 
 
 async def test_review_line_without_an_amount_or_with_compliance(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Only what arrived is known: `received X`; a compliance check says so; `other` adds
     nothing to the plain review line."""
@@ -137,29 +137,29 @@ async def test_review_line_without_an_amount_or_with_compliance(
     }
     for number, (reason, (payment, tail)) in enumerate(cases.items()):
         url = sink_server.discord_url(webhook_id=100 + number)
-        _, request = await send(sink_server, http_session, review_event(reason, **payment), url=url)
+        _, request = await send(sink_server, sink_client, review_event(reason, **payment), url=url)
         assert request.json()["content"] == f"[Acme Store]: Payment needs review {tail}", reason
 
 
-async def test_review_note_is_escaped_and_fits(sink_server: SinkServer, http_session: Any) -> None:
+async def test_review_note_is_escaped_and_fits(sink_server: SinkServer, sink_client: Any) -> None:
     """The currency inside the note is provider text (escaped, pings no one); huge amounts in
     it are still cut within Discord's limits."""
     event = review_event("underpaid", currency="SOL <@123456789012345678> @everyone")
-    _, request = await send(sink_server, http_session, event)
+    _, request = await send(sink_server, sink_client, event)
     content = request.json()["content"]
     assert "\\<@123456789012345678\\>" in content and "@\u200beveryone" in content
     assert discord_pings(request.json()) == []
     huge = review_event("overpaid", amount="1." + "9" * 3000, amount_received="2." + "1" * 3000)
     url = sink_server.discord_url(webhook_id=200)
-    outcome, request = await send(sink_server, http_session, huge, url=url)
+    outcome, request = await send(sink_server, sink_client, huge, url=url)
     assert outcome == Delivered(200) and request.violations == []
     assert discord_violations(request.json()) == []
 
 
-async def test_embed_holds_the_details(sink_server: SinkServer, http_session: Any) -> None:
+async def test_embed_holds_the_details(sink_server: SinkServer, sink_client: Any) -> None:
     """The embed links the transaction and shows amount, ids, source, time and the event id."""
     event = payment_event()
-    _, request = await send(sink_server, http_session, event)
+    _, request = await send(sink_server, sink_client, event)
     (embed,) = request.json()["embeds"]
     assert embed["title"] == "Payment completed: 0.86 SOL"
     assert embed["url"] == "https://explorer.solana.com/tx/5VfYmGz3hK9"
@@ -171,12 +171,12 @@ async def test_embed_holds_the_details(sink_server: SinkServer, http_session: An
 
 
 async def test_hostile_payload_fits_every_limit_and_pings_no_one(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """`@everyone` and a 5000-character description are delivered within Discord's limits, pinging no one."""
     description = "@everyone @here <@123456789012345678> <@&876543210987654321> " + "x" * 5000
     event = payment_event(payment={"description": description})
-    outcome, request = await send(sink_server, http_session, event)
+    outcome, request = await send(sink_server, sink_client, event)
     payload = request.json()
     assert outcome == Delivered(200) and request.violations == []
     assert len(payload["content"]) <= 2000 and payload["content"].endswith("…")
@@ -196,7 +196,7 @@ async def test_hostile_payload_fits_every_limit_and_pings_no_one(
     )
 
 
-async def test_every_field_oversized_still_fits(sink_server: SinkServer, http_session: Any) -> None:
+async def test_every_field_oversized_still_fits(sink_server: SinkServer, sink_client: Any) -> None:
     """With every provider field far over its limit the message is still accepted."""
     huge = "W" * 7000
     event = payment_event(
@@ -213,27 +213,27 @@ async def test_every_field_oversized_still_fits(sink_server: SinkServer, http_se
         },
         provider_event=huge,
     )
-    outcome, request = await send(sink_server, http_session, event, project="P" * 256)
+    outcome, request = await send(sink_server, sink_client, event, project="P" * 256)
     assert outcome == Delivered(200) and request.violations == []
     assert discord_violations(request.json()) == []
 
 
 async def test_markdown_and_links_in_provider_text_are_escaped(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """A description cannot smuggle markdown or a masked link into the message."""
     event = payment_event(payment={"description": "**free** [claim](https://evil.example)"})
-    _, request = await send(sink_server, http_session, event)
+    _, request = await send(sink_server, sink_client, event)
     assert request.json()["content"] == (
         "[Acme Store]: New successful payment for 0.86 SOL for \\*\\*free\\*\\* \\[claim\\]\\(https://evil.example\\)."
     )
 
 
-async def test_username_avatar_and_silent(sink_server: SinkServer, http_session: Any) -> None:
+async def test_username_avatar_and_silent(sink_server: SinkServer, sink_client: Any) -> None:
     """username, avatar_url and silent (SUPPRESS_NOTIFICATIONS) are passed to Discord."""
     _, request = await send(
         sink_server,
-        http_session,
+        sink_client,
         username="Payments",
         avatar_url="https://cdn.example/a.png",
         silent=True,
@@ -246,10 +246,10 @@ async def test_username_avatar_and_silent(sink_server: SinkServer, http_session:
     )
 
 
-async def test_template_renders_the_event(sink_server: SinkServer, http_session: Any) -> None:
+async def test_template_renders_the_event(sink_server: SinkServer, sink_client: Any) -> None:
     """A sink template sees `event`, `payment`, `project` and `line`."""
     template = "{{ project }}: {{ payment.amount }} {{ payment.currency }} via {{ event.source }} ({{ event.data.type }}) {{ payment.nothing.deeper }}| {{ line }}"
-    _, request = await send(sink_server, http_session, template=template)
+    _, request = await send(sink_server, sink_client, template=template)
     assert request.json()["content"] == (
         "Acme Store: 0.86 SOL via coinable (checkout.session.completed) | "
         "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
@@ -257,12 +257,12 @@ async def test_template_renders_the_event(sink_server: SinkServer, http_session:
 
 
 async def test_template_values_are_escaped_and_cannot_ping(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Provider values in template output are escaped; @everyone even in the template is neutralised."""
     event = payment_event(payment={"description": "[x](https://evil.example) @here"})
     _, request = await send(
-        sink_server, http_session, event, template="@everyone {{ payment.description }}"
+        sink_server, sink_client, event, template="@everyone {{ payment.description }}"
     )
     payload = request.json()
     assert payload["content"] == "@\u200beveryone \\[x\\]\\(https://evil.example\\) @\u200bhere"
@@ -280,12 +280,12 @@ def test_template_reaching_internals_is_a_config_error() -> None:
 
 
 async def test_template_unsafe_only_on_real_data_fails_the_delivery(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """A sandbox violation that the sample event did not trigger fails the delivery and sends nothing."""
     template = "{% if event.source == 'coinable' %}{{ payment.__class__.__mro__ }}{% endif %}"
     sink = make_sink(sink_server.discord_url(), template=template)
-    outcome = await sink.deliver(http_session, payment_event(), 1)
+    outcome = await sink.deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, Failed) and outcome.reason.startswith(
         "template error: SecurityError"
     )
@@ -308,7 +308,7 @@ def test_invalid_url_is_a_config_error() -> None:
 
 
 async def test_rate_limit_waits_the_longer_of_body_and_header(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """A 429 waits the larger of JSON retry_after and Retry-After, without counting as a failure."""
     url = sink_server.discord_url()
@@ -317,8 +317,8 @@ async def test_rate_limit_waits_the_longer_of_body_and_header(
         [Reply.discord_rate_limited(2.5, header="1"), Reply.discord_rate_limited(0.5, header="3")],
     )
     sink = make_sink(url)
-    first = await sink.deliver(http_session, payment_event(), 1)
-    second = await sink.deliver(http_session, payment_event(), 1)
+    first = await sink.deliver(sink_client, payment_event(), 1)
+    second = await sink.deliver(sink_client, payment_event(), 1)
     assert (
         isinstance(first, RetryLater)
         and first.rate_limited
@@ -328,11 +328,11 @@ async def test_rate_limit_waits_the_longer_of_body_and_header(
     assert isinstance(second, RetryLater) and second.rate_limited and second.after == 3.0
 
 
-async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) -> None:
+async def test_timeout_is_retried(sink_server: SinkServer, sink_client: Any) -> None:
     """A Discord slower than the sink's timeout is retried later."""
     url = sink_server.discord_url()
     sink_server.script(url, [Reply.hang(10)])
-    outcome = await make_sink(url, timeout="300ms").deliver(http_session, payment_event(), 1)
+    outcome = await make_sink(url, timeout="300ms").deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, RetryLater) and outcome.reason.startswith("timeout")
 
 
@@ -352,13 +352,13 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
     ],
 )
 async def test_classification(
-    sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool
+    sink_server: SinkServer, sink_client: Any, reply: Reply, kind: type, gone: bool
 ) -> None:
     """Each Discord answer maps to its outcome; an unknown webhook or a dead token flags the sink
     gone."""
     url = sink_server.discord_url()
     sink_server.script(url, [reply])
-    outcome = await make_sink(url).deliver(http_session, payment_event(), 1)
+    outcome = await make_sink(url).deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, kind) and outcome.status == reply.status
     assert getattr(outcome, "sink_gone", False) is gone
     assert getattr(outcome, "rate_limited", False) is (reply.status == 429)

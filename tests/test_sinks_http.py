@@ -17,7 +17,7 @@ from relay.sinks.base import USER_AGENT, Delivered, Failed, RetryLater
 from relay.sinks.http import HttpSink, HttpSinkConfig
 from tests.sink_servers import Reply, SinkServer, payment_event
 
-pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and sink_client fixtures
 
 
 def whsec() -> str:
@@ -46,41 +46,41 @@ def test_registered() -> None:
 
 
 async def test_signature_verifies_with_standardwebhooks(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """The merchant can verify the delivery with the official standardwebhooks package."""
     event = payment_event()
-    outcome = await make_sink(sink_server.url("/shop")).deliver(http_session, event, 1)
+    outcome = await make_sink(sink_server.url("/shop")).deliver(sink_client, event, 1)
     assert outcome == Delivered(200)
     (request,) = sink_server.requests("/shop")
     assert Webhook(SECRET).verify(request.body, request.headers) == event.body
 
 
-async def test_body_is_the_stored_json_exactly(sink_server: SinkServer, http_session: Any) -> None:
+async def test_body_is_the_stored_json_exactly(sink_server: SinkServer, sink_client: Any) -> None:
     """The POSTed body is the stored event's JSON bytes, byte for byte."""
     event = payment_event(payment={"amount": "0.123456789012345678"})
-    await make_sink(sink_server.url("/shop")).deliver(http_session, event, 1)
+    await make_sink(sink_server.url("/shop")).deliver(sink_client, event, 1)
     (request,) = sink_server.requests("/shop")
     assert request.method == "POST" and request.body == event.json
     assert b'"amount":"0.123456789012345678"' in request.body
 
 
-async def test_wrong_secret_does_not_verify(sink_server: SinkServer, http_session: Any) -> None:
+async def test_wrong_secret_does_not_verify(sink_server: SinkServer, sink_client: Any) -> None:
     """A receiver holding another secret rejects the delivery."""
-    await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
+    await make_sink(sink_server.url("/shop")).deliver(sink_client, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     with pytest.raises(WebhookVerificationError):
         Webhook(whsec()).verify(request.body, request.headers)
 
 
 async def test_webhook_id_is_stable_across_attempts(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Every attempt carries the event id as webhook-id and its own fresh, verifiable timestamp."""
     sink, event = make_sink(sink_server.url("/shop")), payment_event()
     sink_server.script("/shop", [503])
-    assert isinstance(await sink.deliver(http_session, event, 1), RetryLater)
-    assert await sink.deliver(http_session, event, 2) == Delivered(200)
+    assert isinstance(await sink.deliver(sink_client, event, 1), RetryLater)
+    assert await sink.deliver(sink_client, event, 2) == Delivered(200)
     first, second = sink_server.requests("/shop")
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.id
     for request in (first, second):
@@ -88,12 +88,12 @@ async def test_webhook_id_is_stable_across_attempts(
         Webhook(SECRET).verify(request.body, request.headers)
 
 
-async def test_signature_format(sink_server: SinkServer, http_session: Any) -> None:
+async def test_signature_format(sink_server: SinkServer, sink_client: Any) -> None:
     """webhook-signature is `v1,` + base64 HMAC-SHA256 of "{id}.{timestamp}.{body}"."""
     import hashlib
     import hmac
 
-    await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
+    await make_sink(sink_server.url("/shop")).deliver(sink_client, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
     signed = (
@@ -105,14 +105,14 @@ async def test_signature_format(sink_server: SinkServer, http_session: Any) -> N
 
 
 async def test_every_secret_signs_during_rotation(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """With a list of secrets, one space-separated signature per secret; each one verifies."""
     old, new = whsec(), whsec()
     config = HttpSinkConfig.model_validate(
         {"type": "http", "url": sink_server.url("/shop"), "secret": [old, new]}
     )
-    await HttpSink("shop", config).deliver(http_session, payment_event(), 1)
+    await HttpSink("shop", config).deliver(sink_client, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     for secret in (old, new):
@@ -120,13 +120,13 @@ async def test_every_secret_signs_during_rotation(
 
 
 async def test_standard_headers_and_custom_headers(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Content-Type, User-Agent and the sink's own headers are sent."""
     sink = make_sink(
         sink_server.url("/shop"), headers={"X-Shop": "relay", "Authorization": "Bearer t0k"}
     )
-    await sink.deliver(http_session, payment_event(), 1)
+    await sink.deliver(sink_client, payment_event(), 1)
     (request,) = sink_server.requests("/shop")
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == USER_AGENT and USER_AGENT.startswith("payrelay/")
@@ -164,32 +164,32 @@ def test_secret_is_required() -> None:
     ]
 
 
-async def test_redirect_is_not_followed(sink_server: SinkServer, http_session: Any) -> None:
+async def test_redirect_is_not_followed(sink_server: SinkServer, sink_client: Any) -> None:
     """A 3xx is a permanent failure and its Location is never requested."""
     sink_server.script("/shop", [Reply.redirect(sink_server.url("/elsewhere"))])
-    outcome = await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
+    outcome = await make_sink(sink_server.url("/shop")).deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, Failed) and outcome.status == 302 and not outcome.sink_gone
     assert sink_server.requests("/elsewhere") == []
 
 
-async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) -> None:
+async def test_timeout_is_retried(sink_server: SinkServer, sink_client: Any) -> None:
     """An endpoint slower than the sink's timeout is a RetryLater, not a failure."""
     sink_server.script("/shop", [Reply.hang(10)])
     started = time.monotonic()
     outcome = await make_sink(sink_server.url("/shop"), timeout="300ms").deliver(
-        http_session, payment_event(), 1
+        sink_client, payment_event(), 1
     )
     assert isinstance(outcome, RetryLater) and outcome.reason.startswith("timeout")
     assert time.monotonic() - started < 3
 
 
-async def test_connection_refused_is_retried(http_session: Any) -> None:
+async def test_connection_refused_is_retried(sink_client: Any) -> None:
     """An endpoint that is down (connection refused) is retried later."""
     server = SinkServer()
     await server.start()
     url = server.url("/shop")
     await server.stop()
-    outcome = await make_sink(url).deliver(http_session, payment_event(), 1)
+    outcome = await make_sink(url).deliver(sink_client, payment_event(), 1)
     assert isinstance(outcome, RetryLater) and outcome.reason.startswith("network error")
 
 
@@ -220,11 +220,11 @@ async def test_connection_refused_is_retried(http_session: Any) -> None:
     ],
 )
 async def test_classification(
-    sink_server: SinkServer, http_session: Any, reply: Reply, expected: Any
+    sink_server: SinkServer, sink_client: Any, reply: Reply, expected: Any
 ) -> None:
     """Each merchant answer maps to its outcome (SPEC 6, Standard Webhooks 410)."""
     sink_server.script("/shop", [reply])
     assert (
-        await make_sink(sink_server.url("/shop")).deliver(http_session, payment_event(), 1)
+        await make_sink(sink_server.url("/shop")).deliver(sink_client, payment_event(), 1)
         == expected
     )

@@ -14,7 +14,7 @@ from relay.sinks.base import Delivered, Failed, RetryLater
 from relay.sinks.slack import SlackSink, SlackSinkConfig
 from tests.sink_servers import Reply, SinkServer, payment_event, slack_violations
 
-pytest_plugins = ["tests.sink_servers"]  # the sink_server and http_session fixtures
+pytest_plugins = ["tests.sink_servers"]  # the sink_server and sink_client fixtures
 
 LINE = "[Acme Store]: New successful payment for 0.86 SOL for simple test product."
 
@@ -57,9 +57,9 @@ def test_registered() -> None:
     assert SINKS["slack"] is SlackSink
 
 
-async def test_text_and_blocks(sink_server: SinkServer, http_session: Any) -> None:
+async def test_text_and_blocks(sink_server: SinkServer, sink_client: Any) -> None:
     """The message carries the line as text and a section, the details as fields, and is accepted."""
-    outcome, request = await send(sink_server, http_session)
+    outcome, request = await send(sink_server, sink_client)
     payload = request.json()
     assert outcome == Delivered(200) and request.violations == []
     assert payload["text"] == LINE and payload["blocks"][0]["text"] == {
@@ -71,21 +71,19 @@ async def test_text_and_blocks(sink_server: SinkServer, http_session: Any) -> No
     assert request.headers["content-type"].startswith("application/json")
 
 
-async def test_transaction_links_to_the_explorer(
-    sink_server: SinkServer, http_session: Any
-) -> None:
+async def test_transaction_links_to_the_explorer(sink_server: SinkServer, sink_client: Any) -> None:
     """The transaction field is a Slack link to the explorer URL."""
-    _, request = await send(sink_server, http_session)
+    _, request = await send(sink_server, sink_client)
     fields = [f["text"] for f in request.json()["blocks"][1]["fields"]]
     assert "*Transaction*\n<https://explorer.solana.com/tx/5VfYmGz3hK9|5VfYmGz3hK9>" in fields
 
 
-async def test_provider_text_is_escaped(sink_server: SinkServer, http_session: Any) -> None:
+async def test_provider_text_is_escaped(sink_server: SinkServer, sink_client: Any) -> None:
     """`&`, `<`, `>` in provider text are sent as entities, so no mention or link can be injected."""
     description = "<!channel> Tom & Jerry <https://evil.example|your bank> <@U024BE7LH> @here"
     _, request = await send(
         sink_server,
-        http_session,
+        sink_client,
         payment_event(payment={"description": description, "tx_url": None}),
     )
     payload = request.json()
@@ -96,19 +94,19 @@ async def test_provider_text_is_escaped(sink_server: SinkServer, http_session: A
     assert "<" not in all_text(payload) and ">" not in all_text(payload)
 
 
-async def test_project_name_is_escaped(sink_server: SinkServer, http_session: Any) -> None:
+async def test_project_name_is_escaped(sink_server: SinkServer, sink_client: Any) -> None:
     """Even the configured project name is escaped (`A&B` is valid Slack text)."""
-    _, request = await send(sink_server, http_session, project="A&B <Shop>")
+    _, request = await send(sink_server, sink_client, project="A&B <Shop>")
     assert request.json()["text"].startswith("[A&amp;B &lt;Shop&gt;]: ")
 
 
-async def test_huge_payload_fits_slack_limits(sink_server: SinkServer, http_session: Any) -> None:
+async def test_huge_payload_fits_slack_limits(sink_server: SinkServer, sink_client: Any) -> None:
     """A 50,000-character description (of `&`, which escaping lengthens) is cut within every limit."""
     huge = "&" * 50_000
     event = payment_event(
         payment={"description": huge, "reference": huge, "id": huge, "tx_hash": huge}
     )
-    outcome, request = await send(sink_server, http_session, event)
+    outcome, request = await send(sink_server, sink_client, event)
     payload = request.json()
     assert (
         outcome == Delivered(200) and request.violations == [] and slack_violations(payload) == []
@@ -118,14 +116,14 @@ async def test_huge_payload_fits_slack_limits(sink_server: SinkServer, http_sess
         assert not re.search(r"&[a-z]{0,3}…", text), "a cut left half an entity"
 
 
-async def test_review_says_what_was_received(sink_server: SinkServer, http_session: Any) -> None:
+async def test_review_says_what_was_received(sink_server: SinkServer, sink_client: Any) -> None:
     """A review for an underpayment says `underpaid: received X of Y` (issue 11) in the text,
     the section and the context; the currency in it is escaped; Received is a field."""
     event = payment_event(
         "payment.review",
         payment={"amount_received": "0.5", "review_reason": "underpaid", "currency": "SOL<!here>"},
     )
-    outcome, request = await send(sink_server, http_session, event)
+    outcome, request = await send(sink_server, sink_client, event)
     payload = request.json()
     assert outcome == Delivered(200) and slack_violations(payload) == []
     assert payload["text"] == (
@@ -140,20 +138,20 @@ async def test_review_says_what_was_received(sink_server: SinkServer, http_sessi
     )
 
 
-async def test_details_can_be_turned_off(sink_server: SinkServer, http_session: Any) -> None:
+async def test_details_can_be_turned_off(sink_server: SinkServer, sink_client: Any) -> None:
     """With `details: false` only the text is sent."""
-    _, request = await send(sink_server, http_session, details=False)
+    _, request = await send(sink_server, sink_client, details=False)
     assert "blocks" not in request.json() and request.json()["text"] == LINE
 
 
 async def test_template_escapes_values_but_keeps_its_own_markup(
-    sink_server: SinkServer, http_session: Any
+    sink_server: SinkServer, sink_client: Any
 ) -> None:
     """Template expressions are escaped; the template's literal Slack markup is kept."""
     event = payment_event(payment={"description": "<!here> & co"})
     _, request = await send(
         sink_server,
-        http_session,
+        sink_client,
         event,
         template="*{{ payment.amount }}* <{{ payment.tx_url }}|tx> {{ payment.description }}",
     )
@@ -180,19 +178,19 @@ def test_invalid_url_is_a_config_error() -> None:
     ]
 
 
-async def test_rate_limit_waits_retry_after(sink_server: SinkServer, http_session: Any) -> None:
+async def test_rate_limit_waits_retry_after(sink_server: SinkServer, sink_client: Any) -> None:
     """A 429 waits Retry-After seconds, marked as a rate limit rather than a failure."""
     sink_server.script(sink_server.slack_url(), [Reply.rate_limited(30)])
-    outcome, _ = await send(sink_server, http_session)
+    outcome, _ = await send(sink_server, sink_client)
     assert outcome == RetryLater(
         "rate limited (429)", 429, 30.0, rate_limited=True, excerpt="rate_limited"
     )
 
 
-async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) -> None:
+async def test_timeout_is_retried(sink_server: SinkServer, sink_client: Any) -> None:
     """A Slack slower than the sink's timeout is retried later."""
     sink_server.script(sink_server.slack_url(), [Reply.hang(10)])
-    outcome, _ = await send(sink_server, http_session, timeout="300ms")
+    outcome, _ = await send(sink_server, sink_client, timeout="300ms")
     assert isinstance(outcome, RetryLater) and outcome.reason.startswith("timeout")
 
 
@@ -210,10 +208,10 @@ async def test_timeout_is_retried(sink_server: SinkServer, http_session: Any) ->
     ],
 )
 async def test_classification(
-    sink_server: SinkServer, http_session: Any, reply: Reply, kind: type, gone: bool
+    sink_server: SinkServer, sink_client: Any, reply: Reply, kind: type, gone: bool
 ) -> None:
     """Each Slack answer maps to its outcome; a missing or archived channel flags the sink gone."""
     sink_server.script(sink_server.slack_url(), [reply])
-    outcome, _ = await send(sink_server, http_session)
+    outcome, _ = await send(sink_server, sink_client)
     assert isinstance(outcome, kind) and outcome.status == reply.status
     assert getattr(outcome, "sink_gone", False) is gone

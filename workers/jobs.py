@@ -31,6 +31,7 @@ from relay.providers import build_sources
 from relay.queue import job_to_request
 from relay.reconcile import Reconciler, event_from_json
 from relay.sinks import SINKS
+from relay.sinks.client import SinkClient
 
 log = get_logger("relay.worker")
 
@@ -158,10 +159,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         limit=max(100, config.worker.concurrency * 2), ttl_dns_cache=300
     )
     session = aiohttp.ClientSession(connector=connector, headers={"Connection": "keep-alive"})
-    ctx["session"] = session
+    ctx["session"] = session  # provider API checks (relay.reconcile)
+    ctx["sink_client"] = client = SinkClient()  # sink POSTs (relay.sinks.client)
     ctx["sources"] = build_sources(loaded)
     ctx["keys"] = Keys(config.key_prefix)
-    ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, session)
+    ctx["pipeline"] = Pipeline(ctx["redis"], config, sinks, client)
     # Before the first claim: a worker started on a nearly full Redis must not log its first
     # batch of events into the headroom it needs to drain (relay.ledger.gate).
     await ctx["pipeline"].log_gate.refresh(ctx["redis"])
@@ -173,7 +175,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["reconciler"] = reconciler
         ctx["reconcile_task"] = asyncio.create_task(reconciler.run())
     # SPEC 12: one worker at a time evaluates the alert rules (a lease), in a task of its own.
-    ctx["alerts"] = Evaluator(ctx["redis"], loaded, sinks, session, ctx["worker_id"]).start()
+    ctx["alerts"] = Evaluator(ctx["redis"], loaded, sinks, client, ctx["worker_id"]).start()
     log.info(
         "worker started",
         worker_id=ctx["worker_id"],
@@ -199,4 +201,6 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         pass
     if "session" in ctx:
         await ctx["session"].close()
+    if "sink_client" in ctx:
+        await ctx["sink_client"].close()
     log.info("worker stopped", worker_id=ctx.get("worker_id"))

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ from relay.reconcile import RECONCILED_JOB
 from relay.redact import redact_url
 from relay.redis import arq_settings, connect, connect_worker
 from relay.redis_memory import check_eviction_policy
+from relay.script_batcher import ScriptBatcher
 from workers.jobs import (
     deliver,
     heartbeat,
@@ -124,6 +126,10 @@ class RelayWorker(Worker):
     # of a job due now pushes to, so an idle worker starts a new job within a round trip.
     wake_key: str = ""
     tick_s: float = 0.05
+    # Busy: the loop also wakes when this share of the slots has freed up, so a drained
+    # backlog does not leave slots idle until the tick.
+    refill_share: float = 0.1
+    _slots_freed: asyncio.Event | None = None
 
     async def _poll_iteration(self) -> None:
         for job_id, job in list(self.tasks.items()):
@@ -160,7 +166,14 @@ class RelayWorker(Worker):
     async def _wait_for_work(self, *, idle: bool) -> None:
         """Until a wake token or the tick. Busy (no free slot, or a full batch claimed): only
         a short sleep, leaving the token to an idle worker."""
-        if not idle or not self.wake_key:
+        if not idle:
+            freed = self._slots_freed = self._slots_freed or asyncio.Event()
+            freed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick_s):
+                    await freed.wait()
+            return
+        if not self.wake_key:
             await asyncio.sleep(self.tick_s)
             return
         # BLPOP takes a fractional timeout since Redis 6; redis-py's stub says int only.
@@ -179,7 +192,8 @@ class RelayWorker(Worker):
         """The same writes as arq's finish_job, in one script (`_FINISH_JOB`)."""
         script = getattr(self, "_finish_script", None)
         if script is None:
-            script = self._finish_script = self.pool.register_script(_FINISH_JOB)
+            # Jobs that end in the same loop turn share one round trip.
+            script = self._finish_script = ScriptBatcher(self.pool, _FINISH_JOB, max_in_flight=2)
         ttl = None if keep_result_forever else result_timeout_s
         await script(
             keys=[
@@ -199,6 +213,12 @@ class RelayWorker(Worker):
                 incr_score or "",
             ],
         )
+
+    def _job_ended(self, _task: asyncio.Task[Any]) -> None:
+        freed = self._slots_freed
+        free = self.max_jobs - self.job_counter
+        if freed is not None and free >= max(1, self.max_jobs * self.refill_share):
+            freed.set()
 
     async def _claim_due(self, free: int) -> int:
         script = getattr(self, "_claim_script", None)
@@ -221,6 +241,7 @@ class RelayWorker(Worker):
             self.job_counter += 1
             task = self.loop.create_task(self.run_job(job_id, int(float(reply[i + 1]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task.add_done_callback(self._job_ended)
             self.tasks[job_id] = task
         return (len(reply) - 1) // 2
 

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import ClientPayloadError, web
 from redis.exceptions import RedisError
 
@@ -28,6 +27,7 @@ from relay.redis import connect
 from relay.redis_memory import EvictingRedis
 from relay.rejected import Keeper, RejectedRequest
 from relay.sinks import SINKS
+from relay.sinks.client import SinkClient
 
 log = get_logger("relay.ingress")
 
@@ -205,21 +205,21 @@ def _start_alerts(redis: Any, loaded: LoadedConfig) -> StandbyAlerts | None:
     only once every worker that beat has gone silent (relay.alerts_send)."""
     if loaded.config.alerts.no_worker is None:
         return None
-    session = aiohttp.ClientSession()
+    client = SinkClient()
     sinks = {name: SINKS[cfg.type](name, cfg) for name, cfg in loaded.config.sinks.items()}
     owner = f"web:{os.getpid()}"
-    evaluator = Evaluator(redis, loaded, sinks, session, owner, standby=True).start()
-    return StandbyAlerts(evaluator, session)
+    evaluator = Evaluator(redis, loaded, sinks, client, owner, standby=True).start()
+    return StandbyAlerts(evaluator, client)
 
 
 @dataclass
 class StandbyAlerts:
     evaluator: Evaluator
-    session: aiohttp.ClientSession
+    client: SinkClient
 
     async def stop(self) -> None:
         await self.evaluator.stop()
-        await self.session.close()
+        await self.client.close()
 
 
 async def _check_redis_at_start(guard: IngressGuard, allow_eviction: bool) -> None:

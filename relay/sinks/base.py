@@ -24,13 +24,13 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
 
-import aiohttp
 from pydantic import BeforeValidator
 
 from relay import __version__
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
 from relay.redact import known, redact, url_secrets
+from relay.sinks.client import ClientError, InvalidRequest, SinkClient
 
 EXCERPT_BYTES = 2048
 REASON_CHARS = 300
@@ -111,9 +111,7 @@ class Sink(ABC):
         return replace(outcome, reason=reason, excerpt=self.redact(outcome.excerpt))
 
     @abstractmethod
-    async def deliver(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
+    async def deliver(self, client: SinkClient, event: StoredEvent, attempt: int) -> Outcome:
         """Deliver `event` (attempt counts from 1). Never raises for a failed delivery; the
         outcome's reason and excerpt are redacted."""
 
@@ -130,35 +128,28 @@ class PostSink(Sink):
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
         """What an HTTP answer means for this sink."""
 
-    async def deliver(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
+    async def deliver(self, client: SinkClient, event: StoredEvent, attempt: int) -> Outcome:
         """Render, POST (no redirects, the sink's timeout) and classify. Never raises; the
         outcome's reason and excerpt are redacted."""
-        return self.redacted(await self._attempt(session, event, attempt))
+        return self.redacted(await self._attempt(client, event, attempt))
 
-    async def _attempt(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
+    async def _attempt(self, client: SinkClient, event: StoredEvent, attempt: int) -> Outcome:
         try:
             request = self.render(event, attempt)
         except RenderError as exc:  # a template bug: retrying cannot help; replay after a fix
             return Failed(f"template error: {exc}")
         try:
-            async with session.post(
-                request.url,
-                data=request.body,
-                headers=request.headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-            ) as response:
-                body = await response.content.read(EXCERPT_BYTES)
-                return self.classify(response.status, response.headers, body)
+            response = await client.post(
+                request.url, request.body, request.headers, self.config.timeout, EXCERPT_BYTES
+            )
         except TimeoutError:
             return RetryLater(reason=f"timeout after {self.config.timeout:g}s")
-        except aiohttp.ClientError as exc:
-            # aiohttp's text quotes the full URL (with its token): `deliver` redacts it.
-            return RetryLater(reason=f"network error: {type(exc).__name__}: {exc}")
+        except InvalidRequest as exc:  # a URL or header that cannot be sent: fix, then replay
+            return Failed(f"invalid request: {exc}")
+        except ClientError as exc:
+            # The text may quote the full URL (with its token): `deliver` redacts it.
+            return RetryLater(reason=f"network error: {exc}")
+        return self.classify(response.status, response.headers, response.body)
 
 
 # --- shared helpers -------------------------------------------------------------------------

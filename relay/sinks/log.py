@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import aiohttp
-
 from relay.config.types import SinkConfig
 from relay.events import StoredEvent
 from relay.logs import get_logger
 from relay.sinks.base import Delivered, Outcome, Sink
+from relay.sinks.client import SinkClient
 
 log = get_logger("relay.sink.log")
 
@@ -24,9 +23,7 @@ class LogSink(Sink):
     Config = LogSinkConfig
     config: LogSinkConfig
 
-    async def deliver(
-        self, session: aiohttp.ClientSession, event: StoredEvent, attempt: int
-    ) -> Outcome:
+    async def deliver(self, client: SinkClient, event: StoredEvent, attempt: int) -> Outcome:
         body = event.body
         fields = {k: v for k, v in body.items() if k != "data" or self.config.full}
         log.info(
