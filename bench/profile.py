@@ -16,7 +16,8 @@ from bench.common import PY, log
 # decides a sample's *self* bucket; a sample counts *inclusive* for every label on its stack.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("structlog / logging", ("structlog/", "relay/logs.py", "logging/__init__")),
-    ("sink HTTP client (aiohttp)", ("aiohttp/",)),
+    ("sink HTTP client (relay.sinks.client, httptools)", ("relay/sinks/client.py", "httptools")),
+    ("aiohttp (provider API checks, alerts)", ("aiohttp/",)),
     (
         "sink render + sign",
         (
@@ -28,7 +29,10 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("redis-py (commands, parse)", ("redis/", "hiredis")),
-    ("arq worker loop (poll, claim, run/finish job)", ("arq/",)),
+    (
+        "worker loop (arq, RelayWorker: poll, claim, run/finish job)",
+        ("arq/", "workers/settings.py", "workers/run_claimed.py"),
+    ),
     ("normalize (provider)", ("relay/providers/",)),
     ("event JSON / msgpack", ("relay/events.py", "msgpack", "orjson")),
     (
@@ -38,8 +42,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 INCLUSIVE: list[tuple[str, tuple[str, ...]]] = [
-    ("arq start_jobs (claim: WATCH/EXISTS/ZSCORE/MULTI per job)", ("start_jobs (arq",)),
-    ("arq run_job + finish_job", ("run_job (arq", "finish_job (arq")),
+    ("run_claimed + finish_job (workers/run_claimed.py)", ("run_claimed (workers", "finish_job (")),
     ("process_inbound job (normalize+claim+fan-out)", ("process_inbound (workers",)),
     ("Pipeline.send -> sink.deliver", ("deliver (relay/sinks",)),
     ("Pipeline.record (delivered marks: one script call)", ("record (relay/delivery",)),

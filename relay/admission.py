@@ -147,3 +147,8 @@ class Admission:
             state.blocked_until = max(state.blocked_until, now + wait)
             state.limited = True
             state.next_probe_at = max(state.next_probe_at, state.blocked_until)
+
+
+def default_max_in_flight(concurrency: int) -> int:
+    """Half the worker's slots: one hung sink leaves the other half to every other sink."""
+    return max(1, concurrency // 2)

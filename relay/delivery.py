@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from relay import clock, pause
-from relay.admission import DEFAULT_RATE_WAIT_S, Admission
+from relay.admission import DEFAULT_RATE_WAIT_S, Admission, default_max_in_flight
 from relay.attempt import Attempt, next_delay, state_ttl_s
 from relay.config.model import RelayConfig
 from relay.dlq import DeadLetter, DeadLetterQueue, delivery_letter_id
@@ -135,6 +135,9 @@ class Pipeline:
             return
         if not events:  # e.g. a ping: nothing to relay, but it was seen
             await self.redis.hincrby(self.keys.stats, inbound_stat(request.source, "no_event"), 1)
+        if len(events) == 1:  # the usual case: no task to start (a loop turn sooner)
+            await self.handle_event(events[0], inbound_id, request.received_at)
+            return
         await asyncio.gather(
             *(self.handle_event(e, inbound_id, request.received_at) for e in events)
         )
@@ -488,11 +491,6 @@ class Pipeline:
         """The attempt and its state, in the caller's MULTI (EVAL: see ledger.record.WRITE)."""
         if self.log_gate.retention_s:
             pipe.eval(ledger.WRITE, 1, self.keys.log_event(event_id), *entry.fields())
-
-
-def default_max_in_flight(concurrency: int) -> int:
-    """Half the worker's slots: one hung sink leaves the other half to every other sink."""
-    return max(1, concurrency // 2)
 
 
 def _bucket(seconds: float) -> str:

@@ -42,31 +42,34 @@ class ScriptBatcher:
         self._in_flight = 0
 
     def __call__(self, keys: list[Any], args: list[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((keys, args, future))
-        if not self._scheduled and not self._full():
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._start()
         return future
 
     def _full(self) -> bool:
         return self.max_in_flight is not None and self._in_flight >= self.max_in_flight
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._pending or self._full():
+    def _start(self) -> None:
+        """A task that sends what is pending when it first runs (the next loop turn), so
+        every call of this turn joins it; none while one is about to start or all are busy."""
+        if self._scheduled or self._full() or not self._pending:
             return
-        batch, self._pending = self._pending, []
+        self._scheduled = True
         self._in_flight += 1
-        task = asyncio.ensure_future(self._run(batch))
+        task = asyncio.ensure_future(self._send_pending())
         task.add_done_callback(self._sent)
         _BACKGROUND.add(task)  # keep a reference: the loop holds tasks only weakly
+
+    async def _send_pending(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        await self._run(batch)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         _BACKGROUND.discard(task)
         self._in_flight -= 1
-        self._flush()  # what queued up meanwhile
+        self._start()  # what queued up meanwhile
 
     async def _run(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> None:
         try:

@@ -2,11 +2,14 @@
 fails here, so the upgrade gets a review of workers/settings.py and workers/jobs.py first.
 
 What depends on what:
-- `RelayWorker._poll_iteration` replaces arq's; it reuses `run_job` (claims the job it is
-  given, runs it under `wait_for`, hands the outcome to `finish_job`), arq's semaphore and
-  counter (`_release_sem_dec_counter_on_complete`), `heart_beat`, and `main`'s loop calling
+- `RelayWorker._poll_iteration` replaces arq's; it uses arq's semaphore and counter
+  (`_release_sem_dec_counter_on_complete`), `heart_beat`, and `main`'s loop calling
   `_poll_iteration` every `poll_delay`.
-- The job functions raise `Retry(defer=...)` and rely on `run_job` turning it into
+- workers/run_claimed.py replaces `run_job` for the jobs the claim script hands over (with
+  their data and incremented try count): it mirrors run_job's outcomes, compared below on a
+  real Redis against arq's own run_job (done, Retry, Retry with a defer, a raise, an unknown
+  function, an expired job, too many tries), and uses `deserialize_job_raw`.
+- The job functions raise `Retry(defer=...)` and rely on it turning into
   `ZINCRBY queue (host now + defer - score)` in `finish_job` (relay.clock corrects the defer).
 - `RelayWorker.finish_job` replaces arq's MULTI with one script of the same writes: the
   test below runs both on a real Redis and compares what each leaves.
@@ -24,6 +27,7 @@ import inspect
 import arq
 import pytest
 from arq import Retry
+from arq.jobs import deserialize_job_raw
 from arq.worker import Worker, func
 
 PINNED = {
@@ -35,11 +39,13 @@ PINNED = {
     "Worker.heart_beat": "2e9959bea66dc551",
     "Worker.close": "5bcc9cb356680829",
     "Retry": "d0bab8b0018e9431",
+    "deserialize_job_raw": "f330dfaff8e2160f",
 }
 
 
 def _digest(name: str) -> str:
-    target = Retry if name == "Retry" else getattr(Worker, name.removeprefix("Worker."))
+    targets = {"Retry": Retry, "deserialize_job_raw": deserialize_job_raw}
+    target = targets.get(name) or getattr(Worker, name.removeprefix("Worker."))
     return hashlib.sha256(inspect.getsource(target).encode()).hexdigest()[:16]
 
 
@@ -113,6 +119,109 @@ async def test_finish_job_script_writes_what_arq_writes(redis_url: str, case: tu
         theirs = await after(lambda *a: Worker.finish_job(worker, *a))
         assert ours == theirs
         assert (result_key_prefix + "j1" in ours) == bool(case[1])
+    finally:
+        await redis.flushdb()
+        await redis.aclose()
+
+
+async def _explode(ctx: dict[str, object]) -> None:
+    raise ValueError("boom")
+
+
+async def _retry_now(ctx: dict[str, object]) -> None:
+    raise Retry
+
+
+async def _retry_later(ctx: dict[str, object]) -> None:
+    raise Retry(defer=30)
+
+
+async def _done(ctx: dict[str, object]) -> None:
+    return None
+
+
+# (function enqueued, try count before the run, whether the job key exists)
+RUN_CASES = [
+    ("done", 0, True),
+    ("retry_now", 0, True),
+    ("retry_later", 0, True),
+    ("explode", 0, True),
+    ("missing", 0, True),  # a function the worker does not know
+    ("done", 0, False),  # the job's key expired before it ran
+    ("done", 3, True),  # the 4th try with max_tries 3
+]
+
+
+@pytest.mark.parametrize("case", RUN_CASES)
+async def test_run_claimed_leaves_what_run_job_leaves(redis_url: str, case: tuple) -> None:
+    """workers/run_claimed.py and arq's run_job, each given the same claimed job, leave the
+    same keys (the job, its try count, its lock, its queue entry and score) and counters."""
+    from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+    from arq.jobs import serialize_job
+
+    from relay.queue import deserialize, serialize
+    from relay.redis import connect
+    from workers.run_claimed import Claimed, run_claimed
+    from workers.settings import RelayWorker
+
+    function, tries_before, exists = case
+    redis = connect(redis_url)
+    queue = "contract:run"
+    score = 1_000_000
+
+    async def after(run: object) -> tuple[dict[str, object], tuple[int, int, int]]:
+        await redis.flushdb()
+        worker = RelayWorker(
+            functions=[
+                func(f, name=name)
+                for name, f in (
+                    ("done", _done),
+                    ("retry_now", _retry_now),
+                    ("retry_later", _retry_later),
+                    ("explode", _explode),
+                )
+            ],
+            redis_pool=redis,
+            queue_name=queue,
+            handle_signals=False,
+            job_serializer=serialize,
+            job_deserializer=deserialize,
+            keep_result=0,
+            max_tries=3,
+        )
+        blob = serialize_job(function, (), {}, None, score, serializer=serialize)
+        if exists:
+            await redis.set(job_key_prefix + "j1", blob)
+        if tries_before:
+            await redis.set(retry_key_prefix + "j1", tries_before)
+        await redis.zadd(queue, {"j1": score})
+        await redis.psetex(in_progress_key_prefix + "j1", 60_000, "1")
+        await run(worker)  # type: ignore[operator]
+        state: dict[str, object] = {}
+        for key in sorted(await redis.keys("*")):
+            kind = (await redis.type(key)).decode()
+            if kind == "zset":
+                entries = await redis.zrange(key, 0, -1, withscores=True)
+                # A deferred retry's score counts from the host clock at the time: rounded.
+                value: object = [(m, round(s, -4)) for m, s in entries]
+            else:
+                value = await redis.get(key)
+            state[key.decode()] = (value, await redis.pttl(key) > 0)
+        counts = (worker.jobs_complete, worker.jobs_retried, worker.jobs_failed)
+        return state, counts
+
+    async def theirs(worker: RelayWorker) -> None:
+        await Worker.run_job(worker, "j1", score)
+
+    async def ours(worker: RelayWorker) -> None:
+        # What the claim script hands over: the job (or nothing) and its try count plus one.
+        blob = await redis.get(job_key_prefix + "j1")
+        job_try = await redis.incr(retry_key_prefix + "j1")
+        await redis.expire(retry_key_prefix + "j1", 88400)
+        await run_claimed(worker, Claimed("j1", score, blob, job_try))
+
+    try:
+        assert await after(ours) == await after(theirs)
     finally:
         await redis.flushdb()
         await redis.aclose()
