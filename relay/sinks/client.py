@@ -193,8 +193,9 @@ class _Connection(asyncio.Protocol):
 
     def send(self, head: bytes, body: bytes, read_limit: int) -> asyncio.Future[Response]:
         self._reset(read_limit)
-        if self.closed or self.transport is None or self.transport.is_closing():
+        if self.closed or self.transport_closing():
             raise ClientError("connection closed before an answer")
+        assert self.transport is not None  # noqa: S101 - transport_closing() checked it
         self._waiter = asyncio.get_running_loop().create_future()
         self.transport.writelines((head, body))
         return self._waiter
